@@ -1,0 +1,1 @@
+"""caption stage (see t2iverw/cli.py for how stages are wired)."""

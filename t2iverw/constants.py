@@ -1,0 +1,18 @@
+"""Constants every stage agrees on: the part order, the patch grid and the file names.
+
+The part order is fixed by the paper (windows, lights, wheels, mirrors, roof, doors);
+everything that stores one value per part stores it in this order.
+"""
+
+from __future__ import annotations
+
+PARTS: tuple[str, ...] = ("windows", "lights", "wheels", "mirrors", "roof", "doors")
+PART_TEXT: tuple[str, ...] = tuple(f"Car {p}" for p in PARTS)
+
+INPUT_SIZE = 384
+PATCH_SIZE = 16
+GRID: tuple[int, int] = (INPUT_SIZE // PATCH_SIZE, INPUT_SIZE // PATCH_SIZE)  # 24 x 24
+MIN_COVER = 0.5
+
+TEST_RATIO = 0.3
+DEFAULT_SEED = 0

@@ -1,0 +1,1 @@
+"""segment stage (see t2iverw/cli.py for how stages are wired)."""
