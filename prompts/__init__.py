@@ -1,1 +1,1 @@
-
+"""Prompt templates, shipped as package data (see pyproject.toml)."""

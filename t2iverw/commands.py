@@ -37,4 +37,52 @@ def synth(out: Path, ids: int, per_id: str, seed: int) -> None:
     click.echo(f"wrote {summary.images} images of {summary.identities} identities to {out}")
 
 
-commands = [synth]
+@click.command()
+@click.argument("source_root", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Build directory.")
+@click.option("--limit-ids", type=click.IntRange(min=1), help="Keep a reproducible subset of this many identities.")
+@click.option("--max-per-id", type=click.IntRange(min=1), help="Keep at most this many images per identity.")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the subset selection.")
+@click.option("--list", "list_file", type=click.Path(path_type=Path), help="Index exactly the vid/imgid lines of FILE.")
+@click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True, help="Decoding threads.")
+def index(source_root: Path, out: Path, limit_ids, max_per_id, seed: int, list_file, workers: int) -> None:
+    """Read a VERI-Wild root (real or synthetic) into OUT/images.parquet; bad images go to OUT/rejected.jsonl."""
+    from t2iverw.index import build_index
+
+    summary = build_index(source_root, out, limit_ids=limit_ids, max_per_id=max_per_id, seed=seed,
+                          list_file=list_file, workers=workers)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@click.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--test-ratio", type=float, default=TEST_RATIO, show_default=True, help="Share of identities in test.")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
+@click.option("--from", "from_file", type=click.Path(path_type=Path),
+              help="Reuse a published split: a split.json, or a list of test vid or vid/imgid lines.")
+def split(build: Path, test_ratio: float, seed: int, from_file) -> None:
+    """Identity-disjoint train/test split of BUILD, written to BUILD/split.json."""
+    from t2iverw.split import make_split
+
+    result = make_split(build, test_ratio=test_ratio, seed=seed, from_file=from_file)
+    for name in ("train", "test"):
+        c = result["counts"][name]
+        click.echo(f"{name}: {c['ids']} identities, {c['images']} images")
+
+
+@click.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset directory.")
+@click.option("--no-images", is_flag=True, help="Annotations only (VERI-Wild's licence): no image bytes.")
+def export(build: Path, out: Path, no_images: bool) -> None:
+    """Write BUILD as Parquet shards + dataset card that datasets.load_dataset(OUT) reads."""
+    from t2iverw.export import export_dataset
+
+    summary = export_dataset(build, out, include_images=not no_images)
+    for line in summary.lines():
+        click.echo(line)
+    click.echo(f"load it with: datasets.load_dataset({str(out)!r})")
+
+
+commands = [synth, index, split, export]

@@ -16,7 +16,7 @@ RLE = {"size": List(Value("int32"), length=2), "counts": Value("string")}
 
 # column -> one-line description; the order here is the column order of the export.
 DESCRIPTIONS: dict[str, str] = {
-    "image": "The vehicle crop (JPEG bytes embedded; null in an annotations-only export).",
+    "image": "The vehicle crop, original JPEG bytes embedded (absent in an annotations-only export).",
     "image_id": "VERI-Wild image id (file stem).",
     "vehicle_id": "VERI-Wild vehicle identity; retrieval ground truth.",
     "camera_id": "Camera id from vehicle_info.txt.",
@@ -66,4 +66,6 @@ def features(grid: tuple[int, int] = GRID, with_images: bool = True) -> Features
 
 def type_string(feature: object) -> str:
     """A short human-readable type, used by the schema doc and the card."""
+    if isinstance(feature, Image):
+        return "Image"
     return repr(feature).replace("Value('", "").replace("')", "")

@@ -1,0 +1,1 @@
+"""Schema doc and dataset-card template, shipped as package data (see pyproject.toml)."""

@@ -1,0 +1,70 @@
+"""The dataset card (README.md) of an export, rendered from annotations/dataset_card.md.
+
+huggingface_hub renders the YAML header from `DatasetCardData`, so the `configs`,
+`dataset_info` and licence fields are exactly what the Hub and `load_dataset` parse.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections import Counter
+from pathlib import Path
+
+from datasets import Features
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from t2iverw.constants import PARTS
+from t2iverw.schema import DESCRIPTIONS, type_string
+
+
+def write_card(path: Path, feats: Features, summary, sizes: dict[str, int], split: dict,
+               captions: dict[str, dict], parts: dict[str, dict]) -> None:
+    from t2iverw.export import dataset_info  # the YAML's dataset_info is the DatasetInfo of the export
+
+    total = sum(summary.rows.values())
+    data = DatasetCardData(
+        license="other",
+        license_name="veri-wild",
+        license_link="https://github.com/PKU-IMRE/VERI-Wild",
+        pretty_name="T2I-VeRW",
+        task_categories=["text-retrieval", "image-feature-extraction"],
+        tags=["vehicle-re-identification", "text-to-image-retrieval", "part-segmentation"],
+        size_categories=[_size_category(total)],
+        source_datasets=["VERI-Wild"],
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": s, "path": f"data/{s}-*"} for s in summary.rows]}],
+        dataset_info=dataset_info(feats, summary.rows, sizes)._to_yaml_dict(),
+    )
+    template = importlib.resources.files("t2iverw.annotations") / "dataset_card.md"
+    card = DatasetCard.from_template(
+        data,
+        template_str=template.read_text(encoding="utf-8"),
+        summary=summary,
+        split=split,
+        columns=[(name, type_string(feats[name]), DESCRIPTIONS[name]) for name in feats],
+        parts=PARTS,
+        caption_models=_provenance(captions, "model"),
+        prompt_hashes=_provenance(captions, "prompt_hash"),
+        grid=summary.grid,
+        min_cover=_provenance(parts, "grid", "min_cover"),
+        seg_models=_provenance(parts, "model"),
+    )
+    card.save(path)
+
+
+def _provenance(records: dict[str, dict], *keys: str) -> list[tuple[str, int]]:
+    """How many records carry each value of a (nested) provenance field, most common first."""
+    values: Counter = Counter()
+    for rec in records.values():
+        for key in keys:
+            rec = rec.get(key) if isinstance(rec, dict) else None
+        if rec is not None:
+            values[str(rec)] += 1
+    return values.most_common()
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"

@@ -1,0 +1,196 @@
+"""`t2iverw export`: Parquet shards plus a dataset card that `datasets.load_dataset` reads.
+
+The schema comes from `t2iverw.schema.features()` alone: it types every column, is
+embedded in the Parquet metadata (so `load_dataset` restores `Image` and the nested
+lists) and is written into the card's YAML. Columns of stages that have not run are
+null with the same types. The whole export is built in a temporary sibling directory
+and swapped into place, so a killed export never leaves a half-written dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import DatasetInfo, Features, SplitInfo
+from datasets.splits import SplitDict
+from tqdm import tqdm
+
+from t2iverw.build import BuildDir
+from t2iverw.constants import GRID, PARTS
+from t2iverw.errors import T2IError
+from t2iverw.grid import unpack_grid
+from t2iverw.schema import features
+
+SHARD_BYTES = 500 * 1024**2  # what `datasets` aims for when it shards Parquet
+BATCH_ROWS = 256
+EXPORT_FILES = {"data", "README.md"}
+
+
+@dataclass
+class ExportSummary:
+    out: Path
+    rows: dict[str, int]
+    shards: dict[str, int]
+    captions: int
+    parts: int
+    with_images: bool
+    grid: tuple[int, int]
+
+    def lines(self) -> list[str]:
+        parts = ", ".join(f"{s}: {n} rows in {self.shards[s]} shard(s)" for s, n in self.rows.items())
+        total = sum(self.rows.values())
+        return [
+            f"exported {parts} to {self.out}" + ("" if self.with_images else " (annotations only, no images)"),
+            f"captions on {self.captions}/{total} rows, part masks on {self.parts}/{total} rows",
+        ]
+
+
+def export_dataset(build: str | Path, out: str | Path, *, include_images: bool = True) -> ExportSummary:
+    """Write the build's train/test splits as Parquet shards with a dataset card to `out`."""
+    bd = BuildDir.open(build)
+    out = Path(out)
+    _check_replaceable(out)
+    split = bd.split()
+    captions, parts = bd.captions(), bd.parts()
+    grid = _grid_shape(parts)
+    feats = features(grid, with_images=include_images)
+    images = bd.images().to_pylist()
+    by_split = {
+        "train": [r for r in images if r["vehicle_id"] in set(split["train_ids"])],
+        "test": [r for r in images if r["vehicle_id"] in set(split["test_ids"])],
+    }
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shards, sizes = {}, {}
+        bar = tqdm(total=len(images), desc="export", unit="img")
+        for name, rows in by_split.items():
+            shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar)
+        bar.close()
+        summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
+                                sum(r["image_id"] in captions for r in images),
+                                sum(r["image_id"] in parts for r in images), include_images, grid)
+        from t2iverw.card import write_card  # the card reads the summary; imported here to keep export importable alone
+
+        write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
+        _swap_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _check_replaceable(out: Path) -> None:
+    """Only an empty directory or an earlier export may be replaced: never a user's other files."""
+    if out.exists():
+        extra = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+        if extra:
+            raise T2IError(f"{out} exists and holds {extra[0]!r}, which is not an export; choose an empty --out")
+
+
+def _grid_shape(parts: dict[str, dict]) -> tuple[int, int]:
+    shapes = {tuple(r["grid"]["shape"]) for r in parts.values()}
+    if len(shapes) > 1:
+        raise T2IError(f"part records use different grid shapes {sorted(shapes)}; re-run `t2iverw segment` with one --grid")
+    return shapes.pop() if shapes else GRID
+
+
+def _write_split(bd, data_dir, name, rows, captions, parts, feats, grid, bar) -> tuple[int, int]:
+    """Write one split's shards; returns (number of shards, bytes written)."""
+    groups = _shard_rows(bd, rows, with_images="image" in feats)
+    written = 0
+    data_dir.mkdir(parents=True, exist_ok=True)
+    schema = _schema_with_features(feats)
+    for i, group in enumerate(groups):
+        path = data_dir / f"{name}-{i:05d}-of-{len(groups):05d}.parquet"
+        with pq.ParquetWriter(path, schema) as writer:
+            for start in range(0, len(group), BATCH_ROWS):
+                batch = group[start : start + BATCH_ROWS]
+                writer.write_table(_to_table(bd, batch, captions, parts, feats, grid, schema))
+                bar.update(len(batch))
+        written += path.stat().st_size
+    return len(groups), written
+
+
+def _shard_rows(bd: BuildDir, rows: list[dict], with_images: bool) -> list[list[dict]]:
+    """Contiguous groups of about SHARD_BYTES of image data each (at least one group)."""
+    total = sum(bd.image_path(r["path"]).stat().st_size for r in rows) if with_images else 0
+    n = max(1, math.ceil(total / SHARD_BYTES))
+    bounds = np.linspace(0, len(rows), n + 1).round().astype(int)
+    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _schema_with_features(feats: Features) -> pa.Schema:
+    """The Arrow schema with the `datasets` Features in its metadata, as `datasets` itself writes it."""
+    meta = {"huggingface": json.dumps({"info": {"features": feats.to_dict()}})}
+    return feats.arrow_schema.with_metadata(meta)
+
+
+def _to_table(bd, rows, captions, parts, feats, grid, schema) -> pa.Table:
+    cols: dict[str, pa.Array] = {}
+    for col in ("image_id", "vehicle_id", "camera_id", "time", "model", "type", "color", "path", "width", "height", "sha256"):
+        cols[col] = pa.array([r[col] for r in rows], type=schema.field(col).type)
+    ids = [r["image_id"] for r in rows]
+    cols["caption_id"] = pa.array(ids, type=pa.string())
+    cols["caption"] = pa.array([captions[i]["text"] if i in captions else None for i in ids], type=pa.string())
+    recs = [parts.get(i) for i in ids]
+    cols["part_masks"] = pa.array(
+        [[{"size": m["size"], "counts": m["counts"]} for m in p["masks"]] if p else None for p in recs],
+        type=schema.field("part_masks").type)
+    cols["part_scores"] = pa.array([p["scores"] if p else None for p in recs], type=schema.field("part_scores").type)
+    cols["part_grid"] = _grid_array(recs, grid).cast(schema.field("part_grid").type)
+    if "image" in feats:
+        cols["image"] = pa.array(list(_image_structs(bd, rows)), type=schema.field("image").type)
+    return pa.table({name: cols[name] for name in schema.names}, schema=schema)
+
+
+def _grid_array(recs: list[dict | None], grid: tuple[int, int]) -> pa.Array:
+    """parts x H x W bool grids as nested fixed-size lists, built from one flat numpy buffer (no Python lists)."""
+    gh, gw = grid
+    cells = np.zeros((len(recs), len(PARTS), gh, gw), dtype=bool)
+    for i, rec in enumerate(recs):
+        if rec:
+            cells[i] = [unpack_grid(h, grid) for h in rec["grid"]["cells"]]
+    flat = pa.array(cells.ravel(), type=pa.bool_())
+    rows = pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(flat, gw), gh)
+    missing = pa.array([rec is None for rec in recs], type=pa.bool_())
+    return pa.FixedSizeListArray.from_arrays(rows, len(PARTS), mask=missing)
+
+
+def _image_structs(bd: BuildDir, rows: list[dict]) -> Iterator[dict]:
+    """Original JPEG bytes (no re-encoding), checked against the hash recorded at index time."""
+    for r in rows:
+        path = bd.image_path(r["path"])
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise T2IError(f"cannot read image {r['image_id']} at {path}: {exc.strerror or exc}") from None
+        if hashlib.sha256(data).hexdigest() != r["sha256"]:
+            raise T2IError(f"image {r['image_id']} at {path} changed since `t2iverw index`; re-run index")
+        yield {"bytes": data, "path": f"{r['image_id']}.jpg"}
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def dataset_info(feats: Features, rows: dict[str, int], sizes: dict[str, int]) -> DatasetInfo:
+    """The DatasetInfo (features + split sizes) that the card's YAML declares."""
+    splits = SplitDict()
+    for name, n in rows.items():
+        splits.add(SplitInfo(name=name, num_examples=n, num_bytes=sizes[name]))
+    return DatasetInfo(features=feats, splits=splits)

@@ -1,0 +1,224 @@
+"""`t2iverw index`: read a VERI-Wild root into BUILD/images.parquet.
+
+Every selected image is fully decoded once here, so later stages can trust that an
+indexed image opens. Bad inputs (a missing file, a truncated JPEG, a malformed
+metadata line) are skipped and listed in BUILD/rejected.jsonl with a reason: one bad
+crop in 400k must not stop a build. Decoding is the slow part (hours for all of
+VERI-Wild on one core), so it runs on a thread pool and checkpoints to an append-only
+progress log; a killed index resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from t2iverw.build import BUILD_INFO, IMAGES, REJECTED
+from t2iverw.errors import T2IError
+from t2iverw.storage import JsonlWriter, atomic_path, read_jsonl, write_json, write_text
+
+INFO_FILE = Path("train_test_split") / "vehicle_info.txt"
+PROGRESS = ".index-progress.jsonl"
+ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+META_FIELDS = ("camera_id", "time", "model", "type", "color")
+SCHEMA = pa.schema(
+    [("image_id", pa.string()), ("vehicle_id", pa.string())]
+    + [(f, pa.string()) for f in META_FIELDS]
+    + [("path", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string())]
+)
+
+
+@dataclass
+class IndexSummary:
+    images: int
+    identities: int
+    rejected: Counter = field(default_factory=Counter)
+
+    def lines(self) -> list[str]:
+        out = [f"indexed {self.images} images of {self.identities} identities"]
+        if self.rejected:
+            reasons = ", ".join(f"{n} {r}" for r, n in self.rejected.most_common())
+            out.append(f"rejected {sum(self.rejected.values())} ({reasons}); see {REJECTED}")
+        return out
+
+
+def build_index(
+    source_root: str | Path,
+    out: str | Path,
+    *,
+    limit_ids: int | None = None,
+    max_per_id: int | None = None,
+    seed: int = 0,
+    list_file: str | Path | None = None,
+    workers: int = 8,
+) -> IndexSummary:
+    """Index `source_root` (a VERI-Wild-layout tree) into the build directory `out`."""
+    source_root = Path(source_root).resolve()
+    out = Path(out)
+    entries, rejected = read_vehicle_info(source_root)
+    entries, list_rejected = select(entries, limit_ids=limit_ids, max_per_id=max_per_id, seed=seed, list_file=list_file)
+    rejected += list_rejected
+
+    checked = _check_images(source_root, out, entries, workers)
+    rows = []
+    for entry in entries:
+        result = checked[entry["path"]]
+        if result["ok"]:
+            rows.append({**entry, "width": result["width"], "height": result["height"], "sha256": result["sha256"]})
+        else:
+            rejected.append({"image": f"{entry['vehicle_id']}/{entry['image_id']}", "reason": result["reason"]})
+    if not rows:
+        raise T2IError(f"no usable images under {source_root} ({len(rejected)} rejected; see {out / REJECTED})"
+                       if rejected else f"no images selected under {source_root}")
+    _write_outputs(out, rows, rejected, source_root, dict(limit_ids=limit_ids, max_per_id=max_per_id, seed=seed,
+                                                          list_file=str(list_file) if list_file else None))
+    (out / PROGRESS).unlink(missing_ok=True)
+    return IndexSummary(
+        images=len(rows),
+        identities=len({r["vehicle_id"] for r in rows}),
+        rejected=Counter(_reason_kind(r["reason"]) for r in rejected),
+    )
+
+
+def read_vehicle_info(source_root: Path) -> tuple[list[dict], list[dict]]:
+    """Parse vehicle_info.txt: (entries, rejected lines). The first line is a header."""
+    if not source_root.is_dir():
+        raise T2IError(f"source root {source_root} does not exist or is not a directory")
+    info = source_root / INFO_FILE
+    if not info.exists():
+        raise T2IError(f"{info} not found: expected a VERI-Wild root with {INFO_FILE}")
+    entries, rejected, seen = [], [], set()
+    lines = info.read_text(encoding="utf-8", errors="replace").splitlines()
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        entry = _parse_info_line(line)
+        if entry is None:
+            rejected.append({"line": lineno, "text": line[:200], "reason": f"malformed metadata line {lineno}"})
+        elif entry["image_id"] in seen:
+            rejected.append({"line": lineno, "text": line[:200], "reason": f"duplicate image id {entry['image_id']}"})
+        else:
+            seen.add(entry["image_id"])
+            entries.append(entry)
+    return entries, rejected
+
+
+def _parse_info_line(line: str) -> dict | None:
+    fields = [f.strip() for f in line.split(";")]
+    if len(fields) != 1 + len(META_FIELDS):
+        return None
+    vid, _, image_id = fields[0].partition("/")
+    if not (ID_RE.match(vid) and ID_RE.match(image_id)):
+        return None
+    return {"image_id": image_id, "vehicle_id": vid, **dict(zip(META_FIELDS, fields[1:])),
+            "path": f"images/{vid}/{image_id}.jpg"}
+
+
+def select(
+    entries: list[dict], *, limit_ids: int | None, max_per_id: int | None, seed: int, list_file: str | Path | None
+) -> tuple[list[dict], list[dict]]:
+    """Restrict to a published image list, or to a reproducible subset of ids and images per id."""
+    rejected: list[dict] = []
+    if list_file is not None:
+        wanted = _read_list(Path(list_file))
+        by_key = {f"{e['vehicle_id']}/{e['image_id']}": e for e in entries}
+        rejected = [{"image": k, "reason": f"listed in {Path(list_file).name} but not in vehicle_info.txt"}
+                    for k in wanted if k not in by_key]
+        entries = [by_key[k] for k in wanted if k in by_key]
+    if limit_ids is not None:
+        keep = set(sorted({e["vehicle_id"] for e in entries}, key=lambda v: keyed_hash(seed, "id", v))[:limit_ids])
+        entries = [e for e in entries if e["vehicle_id"] in keep]
+    if max_per_id is not None:
+        ranked = sorted(entries, key=lambda e: keyed_hash(seed, "image", e["image_id"]))
+        count: Counter = Counter()
+        keep_images = set()
+        for e in ranked:
+            if count[e["vehicle_id"]] < max_per_id:
+                count[e["vehicle_id"]] += 1
+                keep_images.add(e["image_id"])
+        entries = [e for e in entries if e["image_id"] in keep_images]
+    return sorted(entries, key=lambda e: (e["vehicle_id"], e["image_id"])), rejected
+
+
+def _read_list(path: Path) -> list[str]:
+    if not path.exists():
+        raise T2IError(f"image list {path} not found")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [n[: -len(".jpg")] if n.endswith(".jpg") else n for n in names]
+    bad = next((n for n in names if n.count("/") != 1), None)
+    if bad is not None:
+        raise T2IError(f"{path}: expected one vehicle_id/image_id per line, got {bad!r}")
+    return list(dict.fromkeys(names))
+
+
+def keyed_hash(seed: int, *parts: str) -> str:
+    """A seed-keyed, library-independent sort key: same order on every machine and version."""
+    return hashlib.sha256(":".join([str(seed), *parts]).encode()).hexdigest()
+
+
+def _check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, dict]:
+    """path -> decode result for every entry, reusing results a killed run already logged."""
+    progress_path = out / PROGRESS
+    done = {r["path"]: r for r in read_jsonl(progress_path)}
+    todo = [e["path"] for e in entries if e["path"] not in done]
+    with JsonlWriter(progress_path) as log, ThreadPoolExecutor(max_workers=workers) as pool:
+        bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc="index", unit="img")
+        for chunk in _chunks(todo, 256):
+            results = list(pool.map(lambda p: _check_one(source_root, p), chunk))
+            log.write_many(results)
+            done.update((r["path"], r) for r in results)
+            bar.update(len(results))
+        bar.close()
+    return done
+
+
+def _check_one(source_root: Path, rel: str) -> dict:
+    path = source_root / rel
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {"path": rel, "ok": False, "reason": f"missing file {rel}"}
+    except OSError as exc:
+        return {"path": rel, "ok": False, "reason": f"unreadable file {rel}: {exc}"}
+    try:
+        with Image.open(path) as im:
+            im.load()  # a full decode: truncated JPEGs only fail here
+            width, height = im.size
+    except Exception as exc:  # PIL raises many types for corrupt data
+        return {"path": rel, "ok": False, "reason": f"corrupt image {rel}: {exc}"}
+    return {"path": rel, "ok": True, "width": width, "height": height, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _reason_kind(reason: str) -> str:
+    """'corrupt image images/1/2.jpg: ...' -> 'corrupt image', for the summary line."""
+    for kind in ("missing file", "unreadable file", "corrupt image", "malformed metadata line", "duplicate image id"):
+        if reason.startswith(kind):
+            return kind
+    return "not in vehicle_info.txt" if "not in vehicle_info.txt" in reason else reason
+
+
+def _write_outputs(out: Path, rows: list[dict], rejected: list[dict], source_root: Path, selection: dict) -> None:
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    with atomic_path(out / IMAGES) as tmp:
+        pq.write_table(table, tmp)
+    write_text(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
+    write_json(out / BUILD_INFO, {"source_root": str(source_root), "source_format": "veri-wild", "selection": selection,
+                                  "images": len(rows), "rejected": len(rejected)})
