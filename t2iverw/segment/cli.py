@@ -1,17 +1,98 @@
-"""CLI of this stage. Not built yet: every command says so in one line and exits 2."""
+"""CLI of the part stage: `segment`, `segment-eval`, `show`. Thin: parse, call the library, print."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import click
 
-from t2iverw.errors import T2IError
+from t2iverw.constants import GRID, INPUT_SIZE, MIN_COVER, PARTS
+
+PREVIEW_DIR = "previews"
 
 
-def _not_built(name: str) -> click.Command:
-    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command() -> None:
-        raise T2IError(f"t2iverw {name} is not built yet (issue #5)")
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HxW (e.g. 24x24), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise click.BadParameter(f"grid sides must be positive, got {text!r}")
+    return h, w
 
-    command.help = f"(not built yet, issue #5)"
-    return command
+
+@click.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--model", default="facebook/sam3", show_default=True, help="SAM3 hub id or local directory.")
+@click.option("--parts", "parts_file", type=click.Path(path_type=Path), help="Prompt file (default: shipped parts.yaml).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Default: cuda when present.")
+@click.option("--dtype", type=click.Choice(["bf16", "fp32"]), help="Default: bf16 on cuda, fp32 on cpu.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Images per forward.")
+@click.option("--grid", "grid", default=f"{GRID[0]}x{GRID[1]}", show_default=True, help="Patch grid HxW.")
+@click.option("--input-size", type=click.IntRange(min=1), default=INPUT_SIZE, show_default=True,
+              help="Side the mask is resized to before it is cut into the grid.")
+@click.option("--min-cover", type=click.FloatRange(0, 1, min_open=True), default=MIN_COVER, show_default=True,
+              help="A grid cell is on when the part covers at least this share of it.")
+@click.option("--shard", help="Process shard i of N (i/N): a stable, disjoint slice of the images.")
+@click.option("--limit", type=click.IntRange(min=1), help="Segment at most this many pending images.")
+@click.option("--preview", type=click.IntRange(min=0), default=0, show_default=True,
+              help=f"Write this many overlays to BUILD/{PREVIEW_DIR}/.")
+def segment(build: Path, model: str, parts_file, device, dtype, batch_size: int, grid: str, input_size: int,
+            min_cover: float, shard, limit, preview: int) -> None:
+    """Six part masks per image with SAM3 (one vision pass per image), stored as COCO RLE + patch grid."""
+    from t2iverw.build import BuildDir
+    from t2iverw.segment.model import load_segmenter
+    from t2iverw.segment.prompts import load_parts
+    from t2iverw.segment.run import parse_shard, segment_build
+    from t2iverw.segment.show import render_overlay
+
+    bd = BuildDir.open(build)
+    segmenter = load_segmenter(model, load_parts(parts_file), device=device, dtype=dtype)
+    report = segment_build(bd, segmenter, batch_size=batch_size, grid=_grid(grid), input_size=input_size,
+                           min_cover=min_cover, shard=parse_shard(shard), limit=limit)
+    click.echo(f"segmented {report.segmented} images, {len(report.failed)} failed")
+    for rec in report.failed[:5]:
+        click.echo(f"  failed {rec['image_id']}: {rec['reason']}")
+    click.echo(f"{'part':<8} {'found':>6} {'mean area':>9}")
+    for part, row in report.coverage.items():
+        click.echo(f"{part:<8} {row['found']:>6.1%} {row['mean_area']:>9.3f}")
+    for image_id in list(bd.parts())[:preview]:
+        click.echo(f"preview {render_overlay(bd, image_id, bd.root / PREVIEW_DIR / f'{image_id}.png')}")
 
 
-commands = [_not_built(n) for n in ("segment", "segment-eval", "show",)]
+@click.command("segment-eval")
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--truth", required=True, type=click.Path(path_type=Path),
+              help="Root holding part_masks/<vid>/<imgid>.png ground truth (e.g. a synthetic sample).")
+def segment_eval(build: Path, truth: Path) -> None:
+    """Per-part IoU and grid-cell precision/recall of the stored masks against ground truth."""
+    from t2iverw.build import BuildDir
+    from t2iverw.segment.evaluate import evaluate_parts
+
+    result = evaluate_parts(BuildDir.open(build), truth)
+    click.echo(f"{result['images']} images with truth")
+    click.echo(f"{'part':<8} {'IoU':>6} {'cell P':>6} {'cell R':>6}")
+    for part in PARTS:
+        row = result["parts"][part]
+        click.echo(f"{part:<8} " + " ".join(_pct(row[k]) for k in ("iou", "grid_precision", "grid_recall")))
+
+
+def _pct(x: float) -> str:
+    return f"{'n/a':>6}" if math.isnan(x) else f"{x:>6.3f}"
+
+
+@click.command()
+@click.argument("build", type=click.Path(path_type=Path))
+@click.argument("image_id")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG path (default: BUILD/previews/ID.png).")
+def show(build: Path, image_id: str, out) -> None:
+    """Draw IMAGE_ID with its six part masks, the patch grid and its caption into a PNG."""
+    from t2iverw.build import BuildDir
+    from t2iverw.segment.show import render_overlay
+
+    bd = BuildDir.open(build)
+    click.echo(render_overlay(bd, image_id, out or bd.root / PREVIEW_DIR / f"{image_id}.png"))
+
+
+commands = [segment, segment_eval, show]

@@ -1,0 +1,76 @@
+"""`t2iverw show`: one crop with its six part masks, the patch grid and its caption, as a PNG.
+
+People judge masks by looking at them; this draws exactly what is stored (the RLE masks
+and the grid cells' lines) so a wrong threshold or prompt is visible at a glance.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from PIL import Image
+
+from t2iverw.build import BuildDir
+from t2iverw.constants import PARTS
+from t2iverw.errors import T2IError
+from t2iverw.segment.masks import decode_rle
+
+COLOURS = np.array(
+    [(31, 119, 180), (255, 187, 0), (214, 39, 40), (44, 160, 44), (148, 103, 189), (23, 190, 207)], dtype=float
+) / 255.0
+ALPHA = 0.5
+CAPTION_WIDTH = 70
+
+
+def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
+    """Write the overlay of `image_id` to `out` (PNG) and return its path."""
+    record = build.parts().get(image_id)
+    if record is None:
+        raise T2IError(f"{image_id} has no ok part record in {build.root}; run `t2iverw segment {build.root}` first")
+    row = _image_row(build, image_id)
+    image = np.asarray(Image.open(build.image_path(row["path"])).convert("RGB"), dtype=float) / 255.0
+    caption = build.captions().get(image_id, {}).get("text")
+
+    fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1] + (1.6 if caption else 0.6)), dpi=120)
+    ax = fig.add_axes((0.02, 0.3 if caption else 0.12, 0.96, 0.68 if caption else 0.86))
+    ax.imshow(_blend(image, [decode_rle(m) for m in record["masks"]]))
+    _draw_grid(ax, image.shape[:2], record["grid"]["shape"])
+    ax.set_axis_off()
+    labels = [f"{p} ({s:.2f})" for p, s in zip(PARTS, record["scores"])]
+    fig.legend(handles=[Patch(color=c, label=l) for c, l in zip(COLOURS, labels)], loc="lower center",
+               ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.18 if caption else 0.0))
+    if caption:
+        fig.text(0.03, 0.16, textwrap.fill(caption, CAPTION_WIDTH), va="top", fontsize=8)
+    fig.suptitle(image_id, fontsize=9)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out
+
+
+def _image_row(build: BuildDir, image_id: str) -> dict:
+    for row in build.images(["image_id", "path"]).to_pylist():
+        if row["image_id"] == image_id:
+            return row
+    raise T2IError(f"{image_id} is not in {build.images_path}")
+
+
+def _blend(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    """Each part's colour mixed into the pixels it covers (later parts on top)."""
+    out = image.copy()
+    for mask, colour in zip(masks, COLOURS):
+        out[mask] = (1 - ALPHA) * out[mask] + ALPHA * colour
+    return out
+
+
+def _draw_grid(ax, size: tuple[int, int], shape: list[int]) -> None:
+    h, w = size
+    gh, gw = shape
+    for y in np.linspace(0, h, gh + 1):
+        ax.axhline(y - 0.5, color="white", linewidth=0.3, alpha=0.6)
+    for x in np.linspace(0, w, gw + 1):
+        ax.axvline(x - 0.5, color="white", linewidth=0.3, alpha=0.6)
