@@ -53,3 +53,5 @@ _register()
 
 def main() -> None:
     cli(prog_name="t2iverw")
+if __name__ == "__main__":
+    main()

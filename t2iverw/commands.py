@@ -85,4 +85,16 @@ def export(build: Path, out: Path, no_images: bool) -> None:
     click.echo(f"load it with: datasets.load_dataset({str(out)!r})")
 
 
-commands = [synth, index, split, export]
+@click.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("t2iverw-demo"),
+              show_default=True, help="Where the sample, build and dataset go.")
+@click.option("--ids", type=click.IntRange(min=4), default=24, show_default=True, help="Synthetic identities.")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
+def demo(out: Path, ids: int, seed: int) -> None:
+    """Run the whole pipeline on a synthetic sample, end to end, on CPU."""
+    from t2iverw.demo import run_demo
+
+    run_demo(out, ids=ids, seed=seed)
+
+
+commands = [synth, index, split, export, demo]

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Hermetic: no network to the hub, and load_dataset's cache outside the user's home.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="t2iverw-hf-datasets-"))
 
 SYNTH_IDS = 12
 SYNTH_PER_ID = (3, 6)

@@ -1,0 +1,127 @@
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from t2iverw.build import BuildDir
+from t2iverw.constants import GRID, PARTS
+from t2iverw.errors import T2IError
+from t2iverw.export import export_dataset
+from t2iverw.grid import mask_to_grid, pack_grid
+from t2iverw.schema import features
+from t2iverw.synth import read_truth
+
+
+def _annotate(build_dir, every=2):
+    """Caption and part records for every `every`-th image, as the caption/segment stages write them."""
+    bd = BuildDir.open(build_dir)
+    rows = bd.images().to_pylist()[::every]
+    with bd.log_writer("captions") as log:
+        log.write_many({"image_id": r["image_id"], "caption_id": r["image_id"], "status": "ok", "model": "test",
+                        "text": f"A {r['color']} {r['type']}."} for r in rows)
+    with bd.log_writer("parts") as log:
+        for r in rows:
+            truth = read_truth(bd.source_root, f"{r['vehicle_id']}/{r['image_id']}")
+            masks = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in truth]
+            log.write({"image_id": r["image_id"], "status": "ok",
+                       "masks": [{"size": m["size"], "counts": m["counts"].decode()} for m in masks],
+                       "scores": [1.0] * 6, "instances": [1] * 6, "area": [float(m.mean()) for m in truth],
+                       "grid": {"shape": list(GRID), "input_size": 384, "min_cover": 0.5,
+                                "cells": [pack_grid(mask_to_grid(m)) for m in truth]}})
+    return {r["image_id"]: r for r in rows}
+
+
+def test_load_dataset_features_splits_and_content(build_dir, tmp_path):
+    annotated = _annotate(build_dir)
+    export_dataset(build_dir, tmp_path / "ds")
+    ds = datasets.load_dataset(str(tmp_path / "ds"))
+    assert set(ds) == {"train", "test"}
+    assert ds["train"].features == features()
+    train_ids, test_ids = set(ds["train"]["vehicle_id"]), set(ds["test"]["vehicle_id"])
+    assert train_ids and test_ids and not train_ids & test_ids
+    split = BuildDir.open(build_dir).split()
+    assert sorted(test_ids) == split["test_ids"]
+
+    for row in ds["test"]:
+        assert isinstance(row["image"], Image.Image) and row["image"].size == (row["width"], row["height"])
+        if row["image_id"] in annotated:
+            assert row["caption"] == f"A {row['color']} {row['type']}."
+            truth = read_truth(BuildDir.open(build_dir).source_root, f"{row['vehicle_id']}/{row['image_id']}")
+            decoded = mask_utils.decode([{"size": m["size"], "counts": m["counts"].encode()} for m in row["part_masks"]])
+            assert np.array_equal(decoded.transpose(2, 0, 1).astype(bool), truth)
+            assert np.array_equal(np.array(row["part_grid"]), np.stack([mask_to_grid(m) for m in truth]))
+        else:
+            assert row["caption"] is None and row["part_masks"] is None and row["part_grid"] is None
+
+
+def test_image_bytes_are_the_original_jpeg(build_dir, tmp_path):
+    export_dataset(build_dir, tmp_path / "ds")
+    table = pq.read_table(next((tmp_path / "ds" / "data").glob("test-*.parquet")), columns=["image", "path"])
+    first = table.to_pylist()[0]
+    original = (BuildDir.open(build_dir).source_root / first["path"]).read_bytes()
+    assert first["image"]["bytes"] == original
+    assert Image.open(io.BytesIO(first["image"]["bytes"])).format == "JPEG"
+
+
+def test_no_images_export_loads_and_has_no_pixels(build_dir, tmp_path):
+    export_dataset(build_dir, tmp_path / "ds", include_images=False)
+    ds = datasets.load_dataset(str(tmp_path / "ds"))
+    assert "image" not in ds["train"].features and ds["train"].features == features(with_images=False)
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "annotations-only" in card and "cast_column" in card
+
+
+def test_card_declares_configs_license_and_features(build_dir, tmp_path):
+    export_dataset(build_dir, tmp_path / "ds")
+    card = datasets.load_dataset_builder(str(tmp_path / "ds"))
+    assert card.info.features == features()
+    text = (tmp_path / "ds" / "README.md").read_text()
+    for needle in ("license: other", "config_name: default", "path: data/train-*", "task_categories", "VERI-Wild",
+                   "size_categories", "@inproceedings{lou2019veriwild"):
+        assert needle in text
+
+
+def test_refuses_to_overwrite_foreign_directory_and_replaces_old_export(build_dir, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(T2IError, match="thesis.tex"):
+        export_dataset(build_dir, tmp_path / "mine")
+    export_dataset(build_dir, tmp_path / "ds")
+    export_dataset(build_dir, tmp_path / "ds", include_images=False)
+    assert datasets.load_dataset(str(tmp_path / "ds"))["train"].features == features(with_images=False)
+
+
+def test_changed_image_is_caught(build_dir, tmp_path):
+    row = BuildDir.open(build_dir).images().to_pylist()[0]
+    img_path = BuildDir.open(build_dir).source_root / row["path"]
+    saved = img_path.read_bytes()
+    try:
+        img_path.write_bytes(saved + b"\0")
+        with pytest.raises(T2IError, match=f"image {row['image_id']} .* changed since"):
+            export_dataset(build_dir, tmp_path / "ds")
+    finally:
+        img_path.write_bytes(saved)  # the source tree is shared by the session
+    assert not (tmp_path / "ds").exists()
+
+
+def test_killed_export_leaves_old_export_intact(build_dir, tmp_path):
+    out = tmp_path / "ds"
+    export_dataset(build_dir, out, include_images=False)
+    proc = subprocess.Popen([sys.executable, "-m", "t2iverw.cli", "export", str(build_dir), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ds = datasets.load_dataset(str(out))  # either the old export or the complete new one, never a mix
+    assert ds["train"].num_rows > 0
+    export_dataset(build_dir, out)
+    assert "image" in datasets.load_dataset(str(out))["train"].features
