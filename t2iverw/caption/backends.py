@@ -1,0 +1,167 @@
+"""Where captions come from: an OpenAI-compatible server, transformers in-process, or a metadata template.
+
+All three answer `generate(prompt, image, meta, seed) -> Reply`, so the run loop, the
+records and the QA are the same whichever wrote the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from PIL import Image
+
+from t2iverw.caption.client import EndpointPool
+from t2iverw.caption.image import jpeg_data_url
+from t2iverw.errors import T2IError
+
+BACKENDS = ("openai", "transformers", "template")
+DEFAULT_MODEL = "Qwen/Qwen3-VL-32B-Instruct"
+
+
+@dataclass
+class Sampling:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    seed: int = 0
+
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    endpoint: str | None = None
+
+
+class OpenAIBackend:
+    """Chat completions with the image as a base64 JPEG data URL (vLLM, `transformers serve`, any compatible server)."""
+
+    name = "openai"
+    generative = True  # reads the image, the prompt and the sampling parameters
+
+    def __init__(self, model: str, endpoints: list[str], *, timeout: float, retries: int, backoff: float):
+        self.model = model
+        self.pool = EndpointPool(endpoints, timeout=timeout, retries=retries, backoff=backoff)
+
+    async def start(self) -> None:
+        await self.pool.check()
+
+    async def generate(self, prompt: str, image: Image.Image | None, meta: dict, sampling: Sampling) -> Reply:
+        url = await asyncio.to_thread(jpeg_data_url, image)
+        content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": prompt}]
+        completion, endpoint = await self.pool.chat(
+            model=self.model,
+            messages=[{"role": "user", "content": content}],
+            max_tokens=sampling.max_tokens,  # always sent: some servers otherwise generate for a long time
+            temperature=sampling.temperature,
+            seed=sampling.seed,
+        )
+        choice = completion.choices[0]
+        usage = completion.usage
+        return Reply(
+            text=(choice.message.content or "").strip(),
+            finish_reason=choice.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            endpoint=endpoint,
+        )
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+class TransformersBackend:
+    """In-process generation for small models (one GPU without vLLM, or CPU); one image at a time."""
+
+    name = "transformers"
+    generative = True
+
+    def __init__(self, model: str):
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.model = model
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        try:
+            self.processor = AutoProcessor.from_pretrained(model)
+            self.net = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise T2IError(f"cannot load model {model!r} with transformers: {str(exc).splitlines()[0]}") from None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        pass
+
+    async def generate(self, prompt: str, image: Image.Image | None, meta: dict, sampling: Sampling) -> Reply:
+        async with self._lock:
+            return await asyncio.to_thread(self._generate, prompt, image, sampling)
+
+    def _generate(self, prompt: str, image: Image.Image, sampling: Sampling) -> Reply:
+        import torch
+
+        messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+        inputs = self.processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        ).to(self.device)
+        torch.manual_seed(sampling.seed)
+        sample = sampling.temperature > 0
+        with torch.inference_mode():
+            out = self.net.generate(
+                **inputs, max_new_tokens=sampling.max_tokens, do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+            )
+        new = out[0, inputs["input_ids"].shape[1]:]
+        eos = self.net.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos])
+        stopped = len(new) > 0 and int(new[-1]) in eos
+        return Reply(
+            text=self.processor.decode(new, skip_special_tokens=True).strip(),
+            finish_reason="stop" if stopped or len(new) < sampling.max_tokens else "length",
+            prompt_tokens=int(inputs["input_ids"].shape[1]),
+            completion_tokens=len(new),
+        )
+
+    async def aclose(self) -> None:
+        pass
+
+
+class TemplateBackend:
+    """A caption from the VERI-Wild metadata alone: the no-model baseline, and the demo's captioner."""
+
+    name = "template"
+    generative = False
+    model = "metadata-template"
+
+    async def start(self) -> None:
+        pass
+
+    async def generate(self, prompt: str, image: Image.Image | None, meta: dict, sampling: Sampling) -> Reply:
+        return Reply(text=template_caption(meta), finish_reason="stop")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def template_caption(meta: dict) -> str:
+    """Neutral sentences around the known colour, type and model; it claims nothing the metadata does not say."""
+    color = f"{meta['color']} " if meta.get("color") else ""
+    vtype = meta.get("type") or "vehicle"
+    made = f", a {meta['model']}," if meta.get("model") else ""
+    return (
+        f"A {color}{vtype}{made} seen by a road camera. Its {color}body is the main feature of this vehicle. "
+        f"Its windows, headlights or tail lights, wheels and roof are part of the view, but their details are not "
+        f"described here because this caption is written from the dataset metadata only."
+    )
+
+
+def make_backend(backend: str, *, model: str, endpoints: list[str], timeout: float, retries: int, backoff: float):
+    if backend == "openai":
+        return OpenAIBackend(model, endpoints, timeout=timeout, retries=retries, backoff=backoff)
+    if backend == "transformers":
+        return TransformersBackend(model)
+    if backend == "template":
+        return TemplateBackend()
+    raise T2IError(f"unknown caption backend {backend!r}; choose one of {', '.join(BACKENDS)}")

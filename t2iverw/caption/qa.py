@@ -1,0 +1,152 @@
+"""Caption quality: rejecting bad model replies, and flagging captions for human review.
+
+Two levels. `reply_problem` decides whether a model reply is usable at all (empty, cut
+off, refusal, repetition loop): such replies are retried once and then recorded as
+failed. `qa_flags` marks usable captions that a reviewer should read first: too short
+or long, whole attribute families missing, colour or type contradicting the VERI-Wild
+metadata, boilerplate openings, repetition. Flags are advice, never a reason to drop.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass, field
+
+MIN_WORDS = 30
+MAX_WORDS = 90
+PAPER_MEAN_WORDS = 50.35
+
+FAMILIES: dict[str, re.Pattern] = {
+    "lights": re.compile(r"light|lamp"),
+    "wheels": re.compile(r"wheel|spoke|hubcap|\b(rim|tyre|tire)s?\b"),
+    "windows": re.compile(r"window|windshield|windscreen|\bglass"),
+    "roof": re.compile(r"roof"),
+}
+# canonical name -> words that name it; the metadata value is mapped through the same table.
+COLOURS: dict[str, tuple[str, ...]] = {
+    "white": ("white",), "black": ("black",), "silver": ("silver",), "gray": ("gray", "grey"),
+    "red": ("red",), "blue": ("blue",), "yellow": ("yellow",), "green": ("green",), "brown": ("brown",),
+    "gold": ("gold", "golden", "champagne"), "orange": ("orange",), "purple": ("purple",), "pink": ("pink",),
+}
+TYPES: dict[str, tuple[str, ...]] = {
+    "sedan": ("sedan", "saloon"), "suv": ("suv",), "hatchback": ("hatchback",), "mpv": ("mpv", "minivan"),
+    "pickup": ("pickup", "pick-up"), "bus": ("bus",), "truck": ("lorry", "truck"), "van": ("van",),
+}
+REFUSAL = re.compile(r"\b(i'?m sorry|i am sorry|i can(?:no|')t|i am unable|i'm unable|as an ai)\b", re.I)
+BOILERPLATE = re.compile(r"^\s*(the|this|in the) (image|photo|picture|photograph)\b|^\s*this is an? (image|photo|picture)", re.I)
+LOOP = re.compile(r"(.{2,40}?)\1{4,}", re.S)
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower())
+
+
+def is_repetitive(text: str) -> bool:
+    """A degenerate loop: one phrase repeated back to back, or few distinct word trigrams."""
+    if LOOP.search(text):
+        return True
+    w = words(text)
+    trigrams = list(zip(w, w[1:], w[2:]))
+    return len(trigrams) >= 12 and len(set(trigrams)) / len(trigrams) < 0.6
+
+
+def reply_problem(text: str, finish_reason: str | None) -> str | None:
+    """Why a model reply cannot be a caption (None when it can)."""
+    if not text.strip():
+        return "empty"
+    if finish_reason == "length":
+        return "cut_off"
+    if REFUSAL.search(text):
+        return "refusal"
+    if is_repetitive(text):
+        return "repetitive"
+    return None
+
+
+def _mentions(w: set[str], names: tuple[str, ...], text: str) -> bool:
+    return any(n in w or (" " in n and n in text) for n in names)
+
+
+def _contradicts(vocab: dict[str, tuple[str, ...]], value: str | None, w: set[str], text: str) -> bool:
+    """Metadata `value` known to `vocab`, not mentioned, while another entry of `vocab` is."""
+    canonical = next((k for k, names in vocab.items() if value and (value.lower() == k or value.lower() in names
+                                                                    or value.lower().split()[0] in names)), None)
+    if canonical is None or _mentions(w, vocab[canonical], text):
+        return False
+    return any(_mentions(w, names, text) for k, names in vocab.items() if k != canonical)
+
+
+def qa_flags(text: str, meta: dict) -> list[str]:
+    """Review flags of one caption given its image's VERI-Wild metadata (color, type)."""
+    low = text.lower()
+    w = words(text)
+    present = set(w) | {x.rstrip("s") for x in w}
+    flags = []
+    if len(w) < MIN_WORDS:
+        flags.append("too_short")
+    if len(w) > MAX_WORDS:
+        flags.append("too_long")
+    for family, pattern in FAMILIES.items():
+        if not pattern.search(low):
+            flags.append(f"missing_{family}")
+    if _contradicts(COLOURS, meta.get("color"), present, low):
+        flags.append("colour_mismatch")
+    if _contradicts(TYPES, meta.get("type"), present, low):
+        flags.append("type_mismatch")
+    if REFUSAL.search(text):
+        flags.append("refusal")
+    if BOILERPLATE.search(text):
+        flags.append("boilerplate")
+    if is_repetitive(text):
+        flags.append("repetitive")
+    return flags
+
+
+@dataclass
+class QASummary:
+    captions: int = 0
+    flagged: int = 0
+    updated: int = 0
+    by_flag: dict[str, int] = field(default_factory=dict)
+    words_mean: float = 0.0
+    words_median: float = 0.0
+    words_min: int = 0
+    words_max: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"caption QA: {self.captions} captions, {self.flagged} flagged for review ({self.updated} records updated)"]
+        if self.captions:
+            out.append(f"  words: mean {self.words_mean:.2f} (paper {PAPER_MEAN_WORDS}), median {self.words_median:g}, "
+                       f"min {self.words_min}, max {self.words_max}")
+        out += [f"  {flag}: {n}" for flag, n in sorted(self.by_flag.items(), key=lambda kv: -kv[1])]
+        return out
+
+
+def run_qa(build) -> QASummary:
+    """Flag every ok caption of `build`; records whose flags changed are appended again with `qa` set.
+
+    The captions log stays append-only: a re-appended record (same image, new `qa`) is
+    the latest line and so overrides the earlier one for every reader.
+    """
+    meta = {r["image_id"]: r for r in build.images(["image_id", "color", "type"]).to_pylist()}
+    summary = QASummary()
+    counts: list[int] = []
+    updates = []
+    for image_id, rec in build.captions().items():
+        flags = qa_flags(rec["text"], meta.get(image_id, {}))
+        counts.append(len(words(rec["text"])))
+        summary.flagged += bool(flags)
+        for f in flags:
+            summary.by_flag[f] = summary.by_flag.get(f, 0) + 1
+        if rec.get("qa") != flags:
+            updates.append({**rec, "qa": flags})
+    if updates:
+        with build.log_writer("captions") as log:
+            log.write_many(updates)
+    summary.captions, summary.updated = len(counts), len(updates)
+    if counts:
+        summary.words_mean = statistics.fmean(counts)
+        summary.words_median = statistics.median(counts)
+        summary.words_min, summary.words_max = min(counts), max(counts)
+    return summary
