@@ -1,17 +1,55 @@
-"""CLI of this stage. Not built yet: every command says so in one line and exits 2."""
+"""`t2iverw eval`: score a ranks.json or a score matrix on the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
 from t2iverw.errors import T2IError
 
-
-def _not_built(name: str) -> click.Command:
-    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command() -> None:
-        raise T2IError(f"t2iverw {name} is not built yet (issue #3)")
-
-    command.help = f"(not built yet, issue #3)"
-    return command
+_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-commands = [_not_built(n) for n in ("eval",)]
+@click.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--pred", type=_file, help="ranks.json: {query_id: [gallery ids, best first]}; lists may be top-K.")
+@click.option("--scores", type=_file, help="queries x gallery score matrix (.npy or .npz), higher = more similar.")
+@click.option("--direction", type=click.Choice(["t2i", "i2t"]), default="t2i", show_default=True,
+              help="t2i: caption queries, image gallery; i2t: image queries, caption gallery.")
+@click.option("--query-ids", type=_file, help="Row order of --scores, one id per line (default: ids sorted).")
+@click.option("--gallery-ids", type=_file, help="Column order of --scores, one id per line (default: ids sorted).")
+@click.option("--print-order", is_flag=True, help="Print the default query and gallery order as JSON and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--per-query", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write each query's first-positive rank, AP and INP to this CSV.")
+@click.option("--ci", type=float, help="Add bootstrap confidence intervals at this level, e.g. 95.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+def eval_command(dataset: Path, pred: Path | None, scores: Path | None, direction: str, query_ids: Path | None,
+                 gallery_ids: Path | None, print_order: bool, as_json: bool, per_query: Path | None,
+                 ci: float | None, seed: int) -> None:
+    """Evaluate retrieval on the test split of DATASET (an export or a build directory).
+
+    Every test caption queries every test image; an image is correct when its vehicle
+    id equals the caption's. Reports Rank-1/5/10, mAP and mINP in percent. Score ties
+    are broken by gallery order (ids sorted, or --gallery-ids).
+    """
+    from t2iverw.evaluation.inputs import ground_truth
+    from t2iverw.evaluation.judge import evaluate_predictions
+    from t2iverw.evaluation.report import format_table, write_per_query
+
+    if print_order:
+        truth = ground_truth(dataset, direction)
+        click.echo(json.dumps({"direction": direction, "queries": truth.query_ids, "gallery": truth.gallery_ids}))
+        return
+    if pred is None and scores is None:
+        raise T2IError("nothing to evaluate: give --pred ranks.json or --scores scores.npy")
+    result = evaluate_predictions(dataset, ranks=pred, scores=scores, direction=direction, query_ids=query_ids,
+                                  gallery_ids=gallery_ids, ci=ci, seed=seed, progress=not as_json)
+    if per_query is not None:
+        write_per_query(per_query, result.truth.query_ids, result.per_query)
+    click.echo(json.dumps(result.metrics) if as_json else format_table(result.metrics))
+
+
+commands = [eval_command]

@@ -1,0 +1,170 @@
+"""Exact Rank-k, mAP and mINP, computed by counting instead of sorting.
+
+Ranking rule: a gallery item ranks ahead of another when its score is higher, or when
+the scores are equal and its gallery index is smaller (a stable sort by descending
+score). So the rank of a positive p is
+
+    1 + #{gallery j: s_j > s_p} + #{gallery j < p: s_j == s_p}
+
+and the numbers never depend on a sort algorithm. Only the positives' ranks matter,
+so each of a query's P positives costs two counting passes over its row (O(P G)
+time with SIMD compares, O(G) memory) instead of an argsort of the whole row
+(O(G log G) with random memory access; a full argsort of a large matrix needs tens
+of GB for the index array alone). Rows are read a chunk at a time, so a
+memory-mapped matrix larger than RAM works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from t2iverw.errors import T2IError
+
+KS: tuple[int, ...] = (1, 5, 10)
+CHUNK = 256
+
+
+@dataclass(frozen=True)
+class PerQuery:
+    """Per-query results; `first_rank` is 0 where no positive was retrieved (a top-K list missed them all)."""
+
+    first_rank: np.ndarray  # int64, 1-based rank of the first positive
+    ap: np.ndarray  # float64, average precision (positives not retrieved count as misses)
+    inp: np.ndarray  # float64, #positives / rank of the last positive (0 when it was not retrieved)
+    n_pos: np.ndarray  # int64, positives of the query in the gallery
+    depth: np.ndarray  # int64, how many gallery items the query's ranking lists
+    gallery: int
+
+
+def positive_ranks(row: np.ndarray, pos_idx: np.ndarray) -> np.ndarray:
+    """Ascending 1-based ranks of the gallery items `pos_idx` in the score `row`, by the ranking rule.
+
+    Two vectorised counts per positive (SIMD compares, no sort, no index array) are
+    ~50x faster than argsorting a 138k-long row and allocate only a G-long bool mask.
+    """
+    ranks = [1 + np.count_nonzero(row > row[p]) + np.count_nonzero(row[:p] == row[p]) for p in pos_idx]
+    return np.sort(np.array(ranks, dtype=np.int64))
+
+
+def rank_quality(ranks: np.ndarray, n_pos: int) -> tuple[int, float, float]:
+    """(first rank, AP, INP) of one query from the ascending ranks of the positives it retrieved."""
+    if len(ranks) == 0:
+        return 0, 0.0, 0.0
+    ap = float(np.sum(np.arange(1, len(ranks) + 1) / ranks)) / n_pos
+    inp = n_pos / float(ranks[-1]) if len(ranks) == n_pos else 0.0
+    return int(ranks[0]), ap, inp
+
+
+def encode_labels(query_labels: Sequence, gallery_labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes for the labels (any hashable ids: str, int), shared by queries and gallery."""
+    q, gl = np.asarray(query_labels), np.asarray(gallery_labels)
+    if q.dtype.kind != gl.dtype.kind:  # e.g. int vehicle ids against str ones: compare as text
+        q, gl = q.astype(str), gl.astype(str)
+    _, codes = np.unique(np.concatenate([q, gl]), return_inverse=True)
+    return codes[: len(q)], codes[len(q) :]
+
+
+def positives(query_codes: np.ndarray, gallery_codes: np.ndarray) -> list[np.ndarray]:
+    """Ascending gallery indices of each query's positives; a query without any is an input error."""
+    order = np.argsort(gallery_codes, kind="stable")
+    sorted_codes = gallery_codes[order]
+    lo = np.searchsorted(sorted_codes, query_codes, side="left")
+    hi = np.searchsorted(sorted_codes, query_codes, side="right")
+    empty = np.flatnonzero(lo == hi)
+    if len(empty):
+        raise T2IError(f"query #{empty[0]} has no positive in the gallery ({len(empty)} such queries)")
+    return [order[a:b] for a, b in zip(lo, hi)]
+
+
+def _rows(scores, start: int, stop: int, query_ids: Sequence[str] | None) -> np.ndarray:
+    """Rows start:stop as a numpy array (also from a memory map or a torch tensor on any device)."""
+    chunk = scores[start:stop]
+    if hasattr(chunk, "detach"):  # torch.Tensor; bfloat16 has no numpy dtype, float32 holds it exactly
+        chunk = chunk.detach().cpu()
+        chunk = chunk.float() if chunk.dtype.is_floating_point and chunk.element_size() < 4 else chunk
+        chunk = chunk.numpy()
+    chunk = np.asarray(chunk)
+    if chunk.dtype.kind not in "fiu":
+        raise T2IError(f"scores must be a real-valued matrix, got dtype {chunk.dtype}")
+    if chunk.dtype.kind == "f" and np.isnan(chunk).any():
+        row, col = np.argwhere(np.isnan(chunk))[0]
+        query = f"#{start + row}" if query_ids is None else repr(query_ids[start + row])
+        raise T2IError(f"scores contain NaN (first in the row of query {query}, column {col})")
+    return chunk
+
+
+def score_metrics(scores, query_labels: Sequence, gallery_labels: Sequence, *, chunk_size: int = CHUNK,
+                  query_ids: Sequence[str] | None = None, progress: bool = False) -> PerQuery:
+    """Per-query first rank, AP and INP of a queries x gallery score matrix (higher = more similar).
+
+    `query_ids` only name the offending query in error messages.
+    """
+    shape = tuple(scores.shape)
+    if len(shape) != 2 or shape != (len(query_labels), len(gallery_labels)):
+        raise T2IError(f"scores have shape {shape}, expected ({len(query_labels)}, {len(gallery_labels)}) "
+                       "= (queries, gallery)")
+    q_codes, g_codes = encode_labels(query_labels, gallery_labels)
+    pos = positives(q_codes, g_codes)
+    n = len(pos)
+    first, inp = np.zeros(n, np.int64), np.zeros(n)
+    ap = np.zeros(n)
+    starts = range(0, n, chunk_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="eval", unit="chunk")
+    for start in starts:
+        chunk = _rows(scores, start, min(start + chunk_size, n), query_ids)
+        for i, row in enumerate(chunk, start):
+            first[i], ap[i], inp[i] = rank_quality(positive_ranks(row, pos[i]), len(pos[i]))
+    n_pos = np.array([len(p) for p in pos], np.int64)
+    return PerQuery(first, ap, inp, n_pos, np.full(n, shape[1], np.int64), shape[1])
+
+
+def list_metrics(hits: Sequence[np.ndarray], n_pos: np.ndarray, depth: np.ndarray, gallery: int) -> PerQuery:
+    """Per-query results of ranked lists: `hits[q]` are the 1-based positions of q's positives in its list."""
+    first, ap, inp = (np.array(v) for v in zip(*(rank_quality(np.asarray(h), int(p)) for h, p in zip(hits, n_pos))))
+    return PerQuery(first.astype(np.int64), ap.astype(float), inp.astype(float), np.asarray(n_pos, np.int64),
+                    np.asarray(depth, np.int64), gallery)
+
+
+def rank_k(per_query: PerQuery, k: int) -> np.ndarray | None:
+    """Per-query hit@k as 0/1, or None when some query's list is shorter than k and holds no positive."""
+    unknown = (per_query.first_rank == 0) & (per_query.depth < k)
+    if unknown.any():
+        return None
+    return ((per_query.first_rank >= 1) & (per_query.first_rank <= k)).astype(float)
+
+
+def summarize(per_query: PerQuery, ks: Sequence[int] = KS) -> dict:
+    """Metrics in percent: R{k} (None where a top-K list is too short to decide), mAP, mINP, counts.
+
+    `at_k` is the shortest list length when some ranking is shorter than the gallery:
+    mAP and mINP are then mAP@K / mINP@K (positives not listed count as not retrieved).
+    """
+    out: dict = {}
+    for k in ks:
+        hits = rank_k(per_query, k)
+        out[f"R{k}"] = None if hits is None else 100.0 * float(hits.mean())
+    out["mAP"] = 100.0 * float(per_query.ap.mean())
+    out["mINP"] = 100.0 * float(per_query.inp.mean())
+    shortest = int(per_query.depth.min())
+    out["at_k"] = shortest if shortest < per_query.gallery else None
+    out["queries"] = len(per_query.ap)
+    out["gallery"] = per_query.gallery
+    return out
+
+
+def evaluate(scores, query_labels: Sequence, gallery_labels: Sequence, *, ks: Sequence[int] = KS,
+             chunk_size: int = CHUNK) -> dict:
+    """Rank-k, mAP and mINP (percent) of a queries x gallery score matrix; higher score = more similar.
+
+    A gallery item is correct for a query when their labels (e.g. vehicle ids) are
+    equal; ties are broken by gallery order. `scores` may be a numpy array, a memory
+    map or a torch tensor; it is read `chunk_size` rows at a time. Returns
+    {"R1", "R5", "R10", "mAP", "mINP", "at_k": None, "queries", "gallery"}.
+    """
+    return summarize(score_metrics(scores, query_labels, gallery_labels, chunk_size=chunk_size), ks)
