@@ -46,7 +46,7 @@ def metric_names(metrics: dict, ks: Sequence[int] = KS) -> dict[str, str]:
 def format_table(metrics: dict, ks: Sequence[int] = KS) -> str:
     """A small aligned table: one header line, the values, and the interval line when `metrics['ci']` is set."""
     names = metric_names(metrics, ks)
-    width = max(15 if metrics.get("ci") else 8, *(len(n) + 2 for n in names.values()))
+    width = max(17 if metrics.get("ci") else 8, *(len(n) + 2 for n in names.values()))
     lines = [
         f"{metrics['direction']}: {metrics['queries']} queries x {metrics['gallery']} gallery items",
         "".join(f"{n:>{width}}" for n in names.values()),
