@@ -16,6 +16,8 @@ _file = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--pred", type=_file, help="ranks.json: {query_id: [gallery ids, best first]}; lists may be top-K.")
 @click.option("--scores", type=_file, help="queries x gallery score matrix (.npy or .npz), higher = more similar.")
+@click.option("--baseline", type=click.Choice(["random", "colour-words"]),
+              help="Evaluate a no-learning baseline (chance, or caption colour words vs. image pixels) instead.")
 @click.option("--direction", type=click.Choice(["t2i", "i2t"]), default="t2i", show_default=True,
               help="t2i: caption queries, image gallery; i2t: image queries, caption gallery.")
 @click.option("--query-ids", type=_file, help="Row order of --scores, one id per line (default: ids sorted).")
@@ -25,8 +27,8 @@ _file = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--per-query", type=click.Path(dir_okay=False, path_type=Path),
               help="Write each query's first-positive rank, AP and INP to this CSV.")
 @click.option("--ci", type=float, help="Add bootstrap confidence intervals at this level, e.g. 95.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
-def eval_command(dataset: Path, pred: Path | None, scores: Path | None, direction: str, query_ids: Path | None,
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the random baseline.")
+def eval_command(dataset: Path, pred: Path | None, scores: Path | None, baseline: str | None, direction: str, query_ids: Path | None,
                  gallery_ids: Path | None, print_order: bool, as_json: bool, per_query: Path | None,
                  ci: float | None, seed: int) -> None:
     """Evaluate retrieval on the test split of DATASET (an export or a build directory).
@@ -43,8 +45,14 @@ def eval_command(dataset: Path, pred: Path | None, scores: Path | None, directio
         truth = ground_truth(dataset, direction)
         click.echo(json.dumps({"direction": direction, "queries": truth.query_ids, "gallery": truth.gallery_ids}))
         return
+    if baseline is not None:
+        if pred is not None or scores is not None or direction != "t2i":
+            raise T2IError("--baseline evaluates its own t2i scores; drop --pred/--scores/--direction")
+        from t2iverw.evaluation.baselines import colour_word_scores, random_scores
+
+        scores = colour_word_scores(dataset) if baseline == "colour-words" else random_scores(dataset, seed)
     if pred is None and scores is None:
-        raise T2IError("nothing to evaluate: give --pred ranks.json or --scores scores.npy")
+        raise T2IError("nothing to evaluate: give --pred ranks.json, --scores scores.npy or --baseline")
     result = evaluate_predictions(dataset, ranks=pred, scores=scores, direction=direction, query_ids=query_ids,
                                   gallery_ids=gallery_ids, ci=ci, seed=seed, progress=not as_json)
     if per_query is not None:

@@ -1,0 +1,94 @@
+"""No-learning reference points for a benchmark table: chance, and matching colour words to pixels.
+
+The colour baseline reads the colour word(s) of each caption and scores each gallery
+image by how close its dominant pixel colour is to that colour's standard RGB (CSS
+names via Pillow). It looks only at pixels, never at the metadata colour column, so
+it is an honest floor a learned model must clear. Both return a queries x gallery
+score matrix in the default evaluation order (ids sorted), for `evaluate_predictions`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageColor
+from tqdm import tqdm
+
+from t2iverw.build import IMAGES, BuildDir
+from t2iverw.errors import T2IError
+from t2iverw.evaluation.inputs import ground_truth
+
+# Body colours a vehicle caption may name; their RGB comes from Pillow's CSS colour table.
+COLOUR_WORDS: tuple[str, ...] = ("white", "black", "silver", "gray", "grey", "red", "blue", "yellow", "green",
+                                 "brown", "orange", "purple", "pink", "gold", "beige", "tan", "maroon", "navy")
+THUMB = 48  # pixels per side when looking for the dominant colour
+LEVELS = 8  # quantisation levels per channel for the colour histogram
+
+
+def random_scores(dataset: str | Path, seed: int = 0) -> np.ndarray:
+    """Uniform random scores: the chance level of the test split."""
+    truth = ground_truth(dataset)
+    return np.random.default_rng(seed).random((len(truth.query_ids), len(truth.gallery_ids)))
+
+
+def colour_word_scores(dataset: str | Path) -> np.ndarray:
+    """Minus the RGB distance between a caption's colour word and each image's dominant colour.
+
+    A caption naming several colours takes the closest; one naming none scores every
+    image 0 (ties, so gallery order decides: no information).
+    """
+    truth = ground_truth(dataset)  # also checks the dataset has a test split
+    texts, images = _test_texts_and_images(Path(dataset))
+    dominant = np.stack([dominant_colour(images[i]()) for i in tqdm(truth.gallery_ids, desc="colours", unit="img")])
+    scores = np.zeros((len(truth.query_ids), len(truth.gallery_ids)))
+    for row, qid in zip(scores, truth.query_ids):
+        named = caption_colours(texts[qid])
+        if named:
+            row[:] = -np.min([np.linalg.norm(dominant - rgb, axis=1) for rgb in named], axis=0)
+    return scores
+
+
+def caption_colours(text: str) -> list[np.ndarray]:
+    """RGB of every colour word in `text`."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    return [np.array(ImageColor.getrgb(w), float) for w in COLOUR_WORDS if w in words]
+
+
+def dominant_colour(image: Image.Image) -> np.ndarray:
+    """Mean RGB of the most populated colour bin in the central half of the image (where the vehicle is)."""
+    w, h = image.size
+    centre = image.convert("RGB").crop((w // 4, h // 4, w - w // 4, h - h // 4)).resize((THUMB, THUMB))
+    pixels = np.asarray(centre, float).reshape(-1, 3)
+    bins = (pixels * LEVELS / 256).astype(int) @ np.array([LEVELS * LEVELS, LEVELS, 1])
+    return pixels[bins == np.bincount(bins).argmax()].mean(axis=0)
+
+
+def _test_texts_and_images(dataset: Path) -> tuple[dict[str, str], dict[str, Callable[[], Image.Image]]]:
+    """(caption id -> caption text, image id -> a function opening the image) of the test split."""
+    if (dataset / IMAGES).exists():
+        bd = BuildDir.open(dataset)
+        captions = bd.captions()
+        texts = {r["caption_id"]: r["text"] for r in captions.values()}
+        rows = bd.images(["image_id", "path"]).to_pylist()
+        return texts, {r["image_id"]: _opener(bd.image_path(r["path"])) for r in rows}
+    files = sorted((dataset / "data").glob("test-*.parquet"))
+    if "image" not in pq.read_schema(files[0]).names:
+        raise T2IError(f"{dataset} is an annotations-only export (no image column); "
+                       "run the colour baseline on the build directory instead")
+    table = pa.concat_tables(pq.read_table(f, columns=["image_id", "caption_id", "caption", "image"]) for f in files)
+    texts, images = {}, {}
+    for row in table.to_pylist():
+        if row["caption"] is not None:
+            texts[row["caption_id"]] = row["caption"]
+        images[row["image_id"]] = _opener(io.BytesIO(row["image"]["bytes"]))
+    return texts, images
+
+
+def _opener(source: Path | io.BytesIO) -> Callable[[], Image.Image]:
+    return lambda: Image.open(source)
