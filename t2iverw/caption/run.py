@@ -145,7 +145,7 @@ class _Job:
     async def _caption(self, item: Item) -> dict:
         generative = self.engine.generative
         base = {"image_id": item.image_id, "caption_id": item.image_id, "backend": self.engine.name,
-                "model": self.engine.model, "prompt_sha256": self.prompt.sha256 if generative else None,
+                "model": self.engine.model, "prompt_hash": self.prompt.sha256 if generative else None,
                 "hints": self.prompt.hints and generative}
         image = None
         if generative:

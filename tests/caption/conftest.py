@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-MAX_TOKENS = 12
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
@@ -110,6 +109,7 @@ class Server:
     """`transformers serve MODEL` on 127.0.0.1 as a subprocess; `stop()` kills it like a crash would."""
 
     def __init__(self, model: Path, log: Path, port: int | None = None):
+        self.model = model
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cli = Path(sys.executable).parent / "transformers"
@@ -138,7 +138,8 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +152,26 @@ def vlm_server(tiny_vlm, tmp_path_factory):
     server = Server(tiny_vlm, tmp_path_factory.mktemp("serve") / "serve.log")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_server(tiny_vlm, tmp_path):
+    """Start a private server (optionally on a given port), for tests that kill it; all are stopped at the end."""
+    servers: list[Server] = []
+
+    def start(port: int | None = None) -> Server:
+        servers.append(Server(tiny_vlm, tmp_path / "serve.log", port=port))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def dead_endpoint() -> str:
+    """A URL on a free local port: nothing listens there."""
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 @pytest.fixture

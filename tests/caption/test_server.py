@@ -1,0 +1,151 @@
+"""The caption stage against a real OpenAI-compatible server (`transformers serve` with a tiny random Qwen3-VL).
+
+The random model never ends a sentence, so every reply is cut off at max_tokens: the
+outcomes asserted are the fault handling (retry once, then a failed record with its
+reason), resume, and endpoint failures, never caption quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from t2iverw.build import BuildDir
+from t2iverw.caption import run_captions
+from t2iverw.cli import cli
+from t2iverw.errors import T2IError
+
+MAX_TOKENS = 12  # the random model never stops, so every reply is cut off here
+
+
+def log_ids(build) -> list[str]:
+    path = build / "captions.jsonl"
+    return [json.loads(line)["image_id"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def n_images(build) -> int:
+    return BuildDir.open(build).images().num_rows
+
+
+def options(server, **kw):
+    return dict(backend="openai", endpoints=[server.url], model=str(server.model), max_tokens=MAX_TOKENS,
+                concurrency=4, progress=False, retries=2, backoff=0.1) | kw
+
+
+def test_full_run_records_every_image_with_provenance(build_dir, vlm_server):
+    summary = run_captions(build_dir, **options(vlm_server))
+    records = BuildDir.open(build_dir).latest_records("captions")
+    assert len(log_ids(build_dir)) == len(records) == n_images(build_dir) == summary.pending
+    for rec in records.values():
+        assert rec["status"] == "failed" and rec["reason"] == "cut_off" and rec["attempts"] == 2
+        assert rec["finish_reason"] == "length" and rec["usage"]["completion_tokens"] == MAX_TOKENS
+        assert rec["endpoint"] == vlm_server.url and rec["model"] == str(vlm_server.model)
+        assert rec["sampling"] == {"max_tokens": MAX_TOKENS, "temperature": 0.7, "seed": 1}
+        assert len(rec["prompt_hash"]) == 64 and rec["latency_s"] > 0
+    assert summary.failed == {"cut_off": len(records)} and summary.done == 0
+
+    again = run_captions(build_dir, **options(vlm_server))
+    assert again.pending == 0 and len(log_ids(build_dir)) == len(records)
+    retried = run_captions(build_dir, **options(vlm_server, retry_failed=True, limit=3))
+    assert retried.pending == 3 and len(log_ids(build_dir)) == len(records) + 3
+
+
+def test_dead_endpoint_is_skipped_and_live_one_does_the_work(build_dir, vlm_server, dead_endpoint):
+    run_captions(build_dir, **options(vlm_server, endpoints=[dead_endpoint, vlm_server.url], limit=8))
+    records = BuildDir.open(build_dir).latest_records("captions")
+    assert len(records) == 8 and {r["endpoint"] for r in records.values()} == {vlm_server.url}
+
+
+def test_no_server_is_one_line_and_exit_2_without_leaking_the_key(build_dir, dead_endpoint, monkeypatch):
+    monkeypatch.setenv("T2IVERW_API_KEY", "sk-secret-123")
+    url = dead_endpoint
+    result = CliRunner().invoke(cli, ["caption", str(build_dir), "--endpoint", url])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: no OpenAI-compatible server answers at {url}")
+    assert "serve_vllm.sh" in result.output and "sk-secret" not in result.output
+    assert log_ids(build_dir) == []
+
+
+def test_corrupt_and_missing_images_fail_alone(own_source_build, vlm_server):
+    build = BuildDir.open(own_source_build)
+    rows = build.images(["image_id", "path"]).to_pylist()
+    build.image_path(rows[0]["path"]).write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    build.image_path(rows[1]["path"]).unlink()
+    run_captions(own_source_build, **options(vlm_server))
+    records = build.latest_records("captions")
+    assert len(records) == len(rows)
+    for row in rows[:2]:
+        assert records[row["image_id"]]["reason"] == "bad_image" and records[row["image_id"]]["attempts"] == 0
+    assert Counter(r["reason"] for r in records.values()) == {"bad_image": 2, "cut_off": len(rows) - 2}
+
+
+def test_killed_run_resumes_without_duplicates(build_dir, vlm_server):
+    cmd = [sys.executable, "-m", "t2iverw.cli", "caption", str(build_dir), "--endpoint", vlm_server.url,
+           "--model", str(vlm_server.model), "--max-tokens", str(MAX_TOKENS), "--concurrency", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(log_ids(build_dir)) < 6 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    kept = log_ids(build_dir)
+    assert 6 <= len(kept) < n_images(build_dir), "the run should have been killed part-way"
+
+    summary = run_captions(build_dir, **options(vlm_server))
+    ids = log_ids(build_dir)
+    assert summary.pending == n_images(build_dir) - len(kept)
+    assert ids[: len(kept)] == kept and len(ids) == len(set(ids)) == n_images(build_dir)
+
+
+def test_server_stopped_mid_run_fails_clearly_then_rerun_completes(build_dir, start_server):
+    server = start_server()
+    stopped = threading.Event()
+
+    def stop_after_some_records():
+        while len(log_ids(build_dir)) < 5 and not stopped.is_set():
+            time.sleep(0.02)
+        server.stop()
+
+    killer = threading.Thread(target=stop_after_some_records)
+    killer.start()
+    try:
+        with pytest.raises(T2IError, match=r"gave up after 3 tries \(connection to .* failed\).*re-run") as err:
+            run_captions(build_dir, **options(server))
+    finally:
+        stopped.set()
+        killer.join()
+    assert "\n" not in str(err.value)
+    kept = log_ids(build_dir)
+    assert 5 <= len(kept) < n_images(build_dir) and len(kept) == len(set(kept))
+
+    run_captions(build_dir, **options(start_server(port=server.port)))
+    ids = log_ids(build_dir)
+    assert ids[: len(kept)] == kept and len(ids) == len(set(ids)) == n_images(build_dir)
+
+
+def test_transformers_backend_in_process_writes_the_same_records(build_dir, tiny_vlm):
+    summary = run_captions(build_dir, backend="transformers", model=str(tiny_vlm), max_tokens=MAX_TOKENS,
+                           limit=3, progress=False)
+    records = BuildDir.open(build_dir).latest_records("captions")
+    assert summary.pending == len(records) == 3
+    for rec in records.values():
+        assert rec["backend"] == "transformers" and rec["endpoint"] is None
+        assert rec["status"] == "failed" and rec["reason"] == "cut_off" and rec["attempts"] == 2
+        assert rec["usage"]["completion_tokens"] == MAX_TOKENS and rec["usage"]["prompt_tokens"] > 0
+
+
+def test_transformers_backend_unloadable_model_is_exit_2(build_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["caption", str(build_dir), "--backend", "transformers",
+                                      "--model", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "Error: cannot load model" in result.output
