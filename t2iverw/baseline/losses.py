@@ -1,0 +1,62 @@
+"""PFCVR's loss terms, one small function each, formulas as in IRRA / PFCVR.
+
+All similarity-based terms use cosine similarity times a fixed scale (1 / temperature).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+def sdm(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """Similarity distribution matching: KL(p || q) of the scaled-cosine softmax p against the
+    identity-match distribution q, image-to-text plus text-to-image."""
+    match = (labels[:, None] == labels[None, :]).float()
+    q = match / match.sum(dim=1, keepdim=True)
+    i2t = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+
+    def kl(logits: torch.Tensor) -> torch.Tensor:
+        return (F.softmax(logits, dim=1) * (F.log_softmax(logits, dim=1) - torch.log(q + EPS))).sum(1).mean()
+
+    return kl(i2t) + kl(i2t.t())
+
+
+def identity(image_logits: torch.Tensor, text_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ID loss: cross-entropy of one shared classifier, averaged over the two modalities."""
+    return (F.cross_entropy(image_logits, labels) + F.cross_entropy(text_logits, labels)) / 2
+
+
+def part_itc(visual: torch.Tensor, textual: torch.Tensor, present: torch.Tensor, scale: float) -> torch.Tensor:
+    """Part-level ITC over (batch, parts, dim) features, per part over the images showing it.
+
+    An image without a part is left out of that part's contrast entirely (neither anchor
+    nor negative); parts that no image in the batch shows add nothing.
+    """
+    terms = []
+    for p in range(visual.shape[1]):
+        rows = present[:, p]
+        if rows.sum() == 0:
+            continue
+        logits = scale * F.normalize(visual[rows, p], dim=-1) @ F.normalize(textual[rows, p], dim=-1).t()
+        target = torch.arange(logits.shape[0], device=logits.device)
+        terms.append((F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2)
+    if not terms:  # keep the graph connected so every rank runs the same backward
+        return (visual.sum() + textual.sum()) * 0.0
+    return torch.stack(terms).mean()
+
+
+def mlm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Masked-token cross-entropy; labels are -100 where the token was not masked."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+def mim(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """MAE-style pixel regression: MSE against per-patch normalised targets, on masked patches only."""
+    mean = target.mean(dim=-1, keepdim=True)
+    var = target.var(dim=-1, keepdim=True)
+    target = (target - mean) / (var + 1e-6).sqrt()
+    per_patch = ((pred - target) ** 2).mean(dim=-1)
+    return (per_patch * masked).sum() / masked.sum().clamp(min=1)
