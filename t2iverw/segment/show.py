@@ -23,7 +23,9 @@ COLOURS = np.array(
     [(31, 119, 180), (255, 187, 0), (214, 39, 40), (44, 160, 44), (148, 103, 189), (23, 190, 207)], dtype=float
 ) / 255.0
 ALPHA = 0.5
-CAPTION_WIDTH = 70
+CAPTION_WIDTH = 80
+FIG_WIDTH = 5.0  # inches; heights below are inches too
+TITLE_IN, LEGEND_IN, LINE_IN = 0.3, 0.45, 0.16
 
 
 def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
@@ -35,17 +37,20 @@ def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
     image = np.asarray(Image.open(build.image_path(row["path"])).convert("RGB"), dtype=float) / 255.0
     caption = build.captions().get(image_id, {}).get("text")
 
-    fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1] + (1.6 if caption else 0.6)), dpi=120)
-    ax = fig.add_axes((0.02, 0.3 if caption else 0.12, 0.96, 0.68 if caption else 0.86))
+    lines = textwrap.wrap(caption, CAPTION_WIDTH) if caption else []
+    image_in = FIG_WIDTH * image.shape[0] / image.shape[1]
+    below = LEGEND_IN + LINE_IN * len(lines) + (0.15 if lines else 0.0)
+    height = TITLE_IN + image_in + below
+    fig = Figure(figsize=(FIG_WIDTH, height), dpi=120)
+    ax = fig.add_axes((0.0, below / height, 1.0, image_in / height))
     ax.imshow(_blend(image, [decode_rle(m) for m in record["masks"]]))
     _draw_grid(ax, image.shape[:2], record["grid"]["shape"])
     ax.set_axis_off()
     labels = [f"{p} ({s:.2f})" for p, s in zip(PARTS, record["scores"])]
-    fig.legend(handles=[Patch(color=c, label=l) for c, l in zip(COLOURS, labels)], loc="lower center",
-               ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.18 if caption else 0.0))
-    if caption:
-        fig.text(0.03, 0.16, textwrap.fill(caption, CAPTION_WIDTH), va="top", fontsize=8)
-    fig.suptitle(image_id, fontsize=9)
+    fig.legend(handles=[Patch(color=c, label=l) for c, l in zip(COLOURS, labels)], loc="upper center", ncol=3,
+               fontsize=8, frameon=False, bbox_to_anchor=(0.5, below / height))
+    fig.text(0.03, (below - LEGEND_IN) / height, "\n".join(lines), va="top", fontsize=8)
+    fig.text(0.5, 1 - 0.5 * TITLE_IN / height, image_id, ha="center", va="center", fontsize=9)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
