@@ -25,7 +25,7 @@ def evaluate_predictions(
     dataset: str | Path,
     *,
     ranks: str | Path | dict | None = None,
-    scores: str | Path | np.ndarray | None = None,
+    scores: str | Path | np.ndarray | None = None,  # or a torch tensor
     direction: str = "t2i",
     query_ids: str | Path | None = None,
     gallery_ids: str | Path | None = None,
@@ -34,7 +34,7 @@ def evaluate_predictions(
     progress: bool = False,
 ) -> Result:
     """Score `ranks` ({query_id: [gallery ids best first]}, a dict or a ranks.json path) or a
-    queries x gallery `scores` matrix (array or .npy/.npz path) on the test split of `dataset`.
+    queries x gallery `scores` matrix (array, tensor, or .npy/.npz path) on the test split of `dataset`.
 
     `query_ids` / `gallery_ids` are files giving the score matrix's row / column order
     when it is not the default (ids sorted). `ci` (e.g. 95) adds seeded bootstrap intervals.
@@ -49,8 +49,9 @@ def evaluate_predictions(
         per_query = ranking_metrics(ranks if isinstance(ranks, dict) else read_ranks(ranks), truth, name)
     else:
         truth = reorder(truth, query_ids and read_ids(query_ids), gallery_ids and read_ids(gallery_ids))
-        name = "scores" if isinstance(scores, np.ndarray) else str(scores)
-        matrix = scores if isinstance(scores, np.ndarray) else load_scores(scores)
+        from_file = isinstance(scores, (str, Path))
+        name = str(scores) if from_file else "scores"
+        matrix = load_scores(scores) if from_file else scores
         check_shape(matrix, truth, name)
         per_query = score_metrics(matrix, truth.query_labels, truth.gallery_labels, query_ids=truth.query_ids,
                                   progress=progress)

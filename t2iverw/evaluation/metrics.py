@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from t2iverw.errors import T2IError
 
@@ -102,24 +103,21 @@ def score_metrics(scores, query_labels: Sequence, gallery_labels: Sequence, *, c
 
     `query_ids` only name the offending query in error messages.
     """
+    if not hasattr(scores, "shape"):  # nested lists
+        scores = np.asarray(scores)
     shape = tuple(scores.shape)
     if len(shape) != 2 or shape != (len(query_labels), len(gallery_labels)):
         raise T2IError(f"scores have shape {shape}, expected ({len(query_labels)}, {len(gallery_labels)}) "
                        "= (queries, gallery)")
-    q_codes, g_codes = encode_labels(query_labels, gallery_labels)
-    pos = positives(q_codes, g_codes)
+    pos = positives(*encode_labels(query_labels, gallery_labels))
     n = len(pos)
-    first, inp = np.zeros(n, np.int64), np.zeros(n)
-    ap = np.zeros(n)
-    starts = range(0, n, chunk_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="eval", unit="chunk")
-    for start in starts:
-        chunk = _rows(scores, start, min(start + chunk_size, n), query_ids)
-        for i, row in enumerate(chunk, start):
-            first[i], ap[i], inp[i] = rank_quality(positive_ranks(row, pos[i]), len(pos[i]))
+    first, ap, inp = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+    with tqdm(total=n, desc="eval", unit="query", disable=not progress) as bar:
+        for start in range(0, n, chunk_size):
+            chunk = _rows(scores, start, min(start + chunk_size, n), query_ids)
+            for i, row in enumerate(chunk, start):
+                first[i], ap[i], inp[i] = rank_quality(positive_ranks(row, pos[i]), len(pos[i]))
+            bar.update(len(chunk))
     n_pos = np.array([len(p) for p in pos], np.int64)
     return PerQuery(first, ap, inp, n_pos, np.full(n, shape[1], np.int64), shape[1])
 

@@ -48,7 +48,7 @@ def format_table(metrics: dict, ks: Sequence[int] = KS) -> str:
     names = metric_names(metrics, ks)
     width = max(17 if metrics.get("ci") else 8, *(len(n) + 2 for n in names.values()))
     lines = [
-        f"{metrics['direction']}: {metrics['queries']} queries x {metrics['gallery']} gallery items",
+        f"{metrics.get('direction', 'retrieval')}: {metrics['queries']} queries x {metrics['gallery']} gallery items",
         "".join(f"{n:>{width}}" for n in names.values()),
         "".join(f"{_fmt(metrics[k]):>{width}}" for k in names),
     ]
