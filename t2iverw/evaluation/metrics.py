@@ -112,7 +112,7 @@ def score_metrics(scores, query_labels: Sequence, gallery_labels: Sequence, *, c
     pos = positives(*encode_labels(query_labels, gallery_labels))
     n = len(pos)
     first, ap, inp = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
-    with tqdm(total=n, desc="eval", unit="query", disable=not progress) as bar:
+    with tqdm(total=n, desc="eval", unit="query", disable=not progress, leave=False) as bar:
         for start in range(0, n, chunk_size):
             chunk = _rows(scores, start, min(start + chunk_size, n), query_ids)
             for i, row in enumerate(chunk, start):
