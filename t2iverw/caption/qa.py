@@ -35,18 +35,31 @@ TYPES: dict[str, tuple[str, ...]] = {
 }
 REFUSAL = re.compile(r"\b(i'?m sorry|i am sorry|i can(?:no|')t|i am unable|i'm unable|as an ai)\b", re.I)
 BOILERPLATE = re.compile(r"^\s*(the|this|in the) (image|photo|picture|photograph)\b|^\s*this is an? (image|photo|picture)", re.I)
-LOOP = re.compile(r"(.{2,40}?)\1{4,}", re.S)
+LOOP_PERIOD = 8  # longest repeating unit looked for, in words and in characters
+LOOP_REPEATS = 4  # a phrase said 4 times in a row is a loop; characters need 8 ("8888" may be a sticker)
 
 
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower())
 
 
+def has_loop(seq: list | str, max_period: int = LOOP_PERIOD, repeats: int = LOOP_REPEATS) -> bool:
+    """Some unit of 1..max_period items repeated `repeats` times back to back (linear time per period)."""
+    for period in range(1, max_period + 1):
+        run = 0
+        for i in range(period, len(seq)):
+            run = run + 1 if seq[i] == seq[i - period] else 0
+            if run >= period * (repeats - 1):
+                return True
+    return False
+
+
 def is_repetitive(text: str) -> bool:
-    """A degenerate loop: one phrase repeated back to back, or few distinct word trigrams."""
-    if LOOP.search(text):
-        return True
+    """A degenerate loop: a phrase (or, in unspaced scripts, a few characters) repeated back to back,
+    or few distinct word trigrams."""
     w = words(text)
+    if has_loop(w) or has_loop(text, repeats=2 * LOOP_REPEATS):
+        return True
     trigrams = list(zip(w, w[1:], w[2:]))
     return len(trigrams) >= 12 and len(set(trigrams)) / len(trigrams) < 0.6
 
