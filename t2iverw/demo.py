@@ -11,13 +11,19 @@ from pathlib import Path
 
 import click
 
-from t2iverw.constants import DEFAULT_SEED
+from t2iverw.build import BuildDir
+from t2iverw.constants import DEFAULT_SEED, GRID, INPUT_SIZE, MIN_COVER
+from t2iverw.synth import read_truth
 
 
 def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[[str], None] = click.echo) -> dict:
     """Build, export, load and evaluate a synthetic T2I-VeRW; returns the paths it made."""
     import datasets
 
+    from t2iverw.caption import run_captions
+    from t2iverw.evaluation import evaluate_predictions
+    from t2iverw.evaluation.baselines import colour_word_scores, random_scores
+    from t2iverw.evaluation.report import format_table
     from t2iverw.export import export_dataset
     from t2iverw.index import build_index
     from t2iverw.split import make_split
@@ -34,6 +40,14 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     for line in build_index(source, build).lines():
         echo(f"  {line}")
 
+    step("caption", "template captions from the metadata (the real stage runs Qwen3-VL on vLLM)")
+    for line in run_captions(build, backend="template", progress=False).lines():
+        echo(f"  {line}")
+
+    step("segment", "the sample's true part masks stand in for SAM3 (weights need the Hugging Face hub)")
+    n = write_truth_parts(BuildDir.open(build))
+    echo(f"  {n} part records: COCO RLE masks + 24x24 patch grids; real data: `t2iverw segment BUILD`")
+
     step("split", "identity-disjoint 7:3")
     counts = make_split(build, seed=seed)["counts"]
     for name in ("train", "test"):
@@ -48,10 +62,36 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     echo("  " + ", ".join(f"{k}: {v.num_rows} rows" for k, v in ds.items()))
     echo(f"  columns: {', '.join(ds['train'].column_names)}")
 
+    step("eval", "no-learning text-to-image baselines on the test split")
+    for name, scores in (("chance", random_scores(dataset, seed)), ("colour words vs pixels", colour_word_scores(dataset))):
+        echo(f"  {name}:")
+        echo(_indent(format_table(evaluate_predictions(dataset, scores=scores).metrics), "    "))
+
     echo("")
     echo(f"done. The dataset is in {dataset}; load it with:")
     echo(f"  import datasets; ds = datasets.load_dataset({str(dataset)!r})")
     return {"source": source, "build": build, "dataset": dataset}
+
+
+def write_truth_parts(build: BuildDir) -> int:
+    """Part records from the synthetic sample's ground-truth masks, in the segment stage's format."""
+    from t2iverw.segment.masks import part_record
+    from t2iverw.segment.model import PartMasks
+
+    count = 0
+    with build.log_writer("parts") as log:
+        for row in build.images(["image_id", "vehicle_id"]).to_pylist():
+            truth = read_truth(build.source_root, f"{row['vehicle_id']}/{row['image_id']}")
+            found = [int(m.any()) for m in truth]
+            masks = PartMasks(masks=truth, scores=[float(f) for f in found], instances=found)
+            record = part_record(row["image_id"], masks, grid=GRID, input_size=INPUT_SIZE, min_cover=MIN_COVER)
+            log.write({**record, "model": "synthetic ground truth"})
+            count += 1
+    return count
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
 
 
 def _stepper(echo: Callable[[str], None]) -> Callable[[str, str], None]:

@@ -1,13 +1,18 @@
 import datasets
+import numpy as np
 from click.testing import CliRunner
 
 from t2iverw.cli import cli
 
 
-def test_demo_builds_a_loadable_dataset(tmp_path):
-    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--ids", "6"])
+def test_demo_builds_loads_and_evaluates(tmp_path):
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--ids", "8"])
     assert result.exit_code == 0, result.output
-    assert "[1] synth" in result.output and "load_dataset" in result.output
+    for step in ("synth", "index", "caption", "segment", "split", "export", "load", "eval"):
+        assert f"] {step}:" in result.output
+    assert "colour words vs pixels" in result.output and "mINP" in result.output
     ds = datasets.load_dataset(str(tmp_path / "dataset"))
-    assert ds["train"].num_rows + ds["test"].num_rows > 0
     assert not set(ds["train"]["vehicle_id"]) & set(ds["test"]["vehicle_id"])
+    row = ds["test"][0]
+    assert row["color"] in row["caption"]
+    assert np.array(row["part_grid"]).shape == (6, 24, 24) and np.array(row["part_grid"]).any()
