@@ -85,25 +85,38 @@ def segment_build(
         total=len(rows), unit="img", desc="segment", disable=not progress
     ) as bar:
         for batch in _loaded_batches(build, rows, batch_size):
-            ok = [(row, img) for row, img in batch if isinstance(img, Image.Image)]
-            failed = [failed_record(row["image_id"], img) for row, img in batch if isinstance(img, str)]
-            masks = segmenter.segment([img for _, img in ok]) if ok else []
-            records = [
-                part_record(row["image_id"], m, grid=grid, input_size=input_size, min_cover=min_cover)
-                for (row, _), m in zip(ok, masks)
-            ]
-            log.write_many(records + failed)
-            report.segmented += len(records)
-            report.failed += failed
+            records = batch_records(segmenter, batch, grid=grid, input_size=input_size, min_cover=min_cover)
+            log.write_many(records)
+            report.segmented += sum(r["status"] == "ok" for r in records)
+            report.failed += [r for r in records if r["status"] == "failed"]
             bar.update(len(batch))
     report.coverage = coverage(build)
     return report
 
 
+def batch_records(
+    segmenter: PartSegmenter,
+    batch: list[tuple[dict, Image.Image | str]],
+    *,
+    grid: tuple[int, int] = GRID,
+    input_size: int = INPUT_SIZE,
+    min_cover: float = MIN_COVER,
+) -> list[dict]:
+    """Records of a batch of (row, image or the reason it could not be read), in batch order."""
+    ok = [(row, img) for row, img in batch if isinstance(img, Image.Image)]
+    masks = iter(segmenter.segment([img for _, img in ok]) if ok else [])
+    return [
+        part_record(row["image_id"], next(masks), grid=grid, input_size=input_size, min_cover=min_cover)
+        if isinstance(img, Image.Image)
+        else failed_record(row["image_id"], img)
+        for row, img in batch
+    ]
+
+
 def _loaded_batches(build: BuildDir, rows: list[dict], batch_size: int) -> Iterator[list[tuple[dict, Image.Image | str]]]:
     """Batches of (row, image or failure reason), decoded by threads a couple of batches ahead of the model."""
     chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-    load: Callable[[dict], Image.Image | str] = lambda row: _load_image(build.image_path(row["path"]))
+    load: Callable[[dict], Image.Image | str] = lambda row: load_image(build.image_path(row["path"]))
     with ThreadPoolExecutor(LOADER_THREADS) as pool:
         queue: deque = deque()
         for chunk in chunks:
@@ -118,7 +131,7 @@ def _resolved(chunk: list[dict], futures: list) -> list[tuple[dict, Image.Image 
     return [(row, fut.result()) for row, fut in zip(chunk, futures)]
 
 
-def _load_image(path: Path) -> Image.Image | str:
+def load_image(path: Path) -> Image.Image | str:
     """The decoded RGB image, or why it could not be read."""
     try:
         with Image.open(path) as img:
