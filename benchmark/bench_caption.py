@@ -15,7 +15,8 @@ for generation time, and reports the requests it had in flight (time-weighted me
     .venv/bin/python benchmark/bench_caption.py                 # ~1 minute on 2 CPU cores
     .venv/bin/python benchmark/bench_caption.py --images 2000 --delay-ms 200
     .venv/bin/python benchmark/bench_caption.py --endpoint http://127.0.0.1:8000/v1 --model NAME --max-tokens 96
-        (a real server instead: concurrency 1 vs 64 only; failed replies count as requests)
+        (a real server instead: concurrency 1 vs 64 in images/s; an image whose reply is
+        rejected costs two requests, and tok/s counts both)
 
 Client CPU ms/req is the process CPU time of the whole `run_captions` call (reading the
 build, records, QA included) divided by the images, so runs of few images overstate it.
@@ -150,7 +151,7 @@ def measure(build, url: str, concurrency: int, limit: int, model: str = "bench",
 
 def real_server(build, url: str, model: str, max_tokens: int, c1_images: int) -> None:
     n = build.images().num_rows
-    print(f"{'conc':>5} {'images':>7} {'req/s':>9} {'client CPU ms/req':>18} {'generated tok/s':>16}")
+    print(f"{'conc':>5} {'images':>7} {'images/s':>9} {'client CPU ms/img':>18} {'generated tok/s':>16}")
     rates = {}
     for conc, limit in ((1, min(c1_images, n)), (64, n)):
         r = measure(build, url, conc, limit, model, max_tokens)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
@@ -33,6 +34,18 @@ class Reply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     endpoint: str | None = None
+
+
+class Backend(Protocol):
+    name: str
+    model: str
+    generative: bool  # False: the text ignores image, prompt and sampling (the template)
+
+    async def start(self) -> None: ...
+
+    async def generate(self, prompt: str, image: Image.Image | None, meta: dict, sampling: Sampling) -> Reply: ...
+
+    async def aclose(self) -> None: ...
 
 
 class OpenAIBackend:
@@ -157,7 +170,8 @@ def template_caption(meta: dict) -> str:
     )
 
 
-def make_backend(backend: str, *, model: str, endpoints: list[str], timeout: float, retries: int, backoff: float):
+def make_backend(backend: str, *, model: str, endpoints: list[str], timeout: float, retries: int,
+                 backoff: float) -> Backend:
     if backend == "openai":
         return OpenAIBackend(model, endpoints, timeout=timeout, retries=retries, backoff=backoff)
     if backend == "transformers":

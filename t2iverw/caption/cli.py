@@ -46,10 +46,9 @@ def caption(build: Path, endpoints: tuple[str, ...], **options) -> None:
 @BUILD
 def caption_qa(build: Path) -> None:
     """Flag captions of BUILD for review (length, missing attributes, colour/type contradictions, boilerplate)."""
-    from t2iverw.build import BuildDir
     from t2iverw.caption.qa import run_qa
 
-    for line in run_qa(BuildDir.open(build)).lines():
+    for line in run_qa(build).lines():
         click.echo(line)
 
 

@@ -40,8 +40,13 @@ class Endpoint:
     failures: int = 0
 
     def mark_down(self, backoff: float) -> None:
+        """Out of rotation for a cool-down that doubles per outage; failures of requests already in flight
+        when it went down are the same outage."""
+        now = time.monotonic()
+        if self.down_until > now:
+            return
         self.failures += 1
-        self.down_until = time.monotonic() + min(backoff * 2 ** (self.failures - 1), MAX_COOLDOWN_S)
+        self.down_until = now + min(backoff * 2 ** (self.failures - 1), MAX_COOLDOWN_S)
 
     def mark_up(self) -> None:
         self.failures, self.down_until = 0, 0.0
@@ -106,6 +111,8 @@ class EndpointPool:
                                f"{request.get('model')!r} and the API key (T2IVERW_API_KEY / OPENAI_API_KEY)") from None
             except openai.APIStatusError as exc:
                 raise RequestRejected(f"HTTP {exc.status_code}: {exc.message}") from None
+            except openai.APIResponseValidationError as exc:
+                raise RequestRejected(f"malformed reply from {ep.url}: {exc.message}") from None
             else:
                 ep.mark_up()
                 return reply, ep.url

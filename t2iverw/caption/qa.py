@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from t2iverw.build import BuildDir
 
 MIN_WORDS = 30
 MAX_WORDS = 90
@@ -136,12 +139,13 @@ class QASummary:
         return out
 
 
-def run_qa(build) -> QASummary:
+def run_qa(build: str | Path | BuildDir) -> QASummary:
     """Flag every ok caption of `build`; records whose flags changed are appended again with `qa` set.
 
     The captions log stays append-only: a re-appended record (same image, new `qa`) is
     the latest line and so overrides the earlier one for every reader.
     """
+    build = build if isinstance(build, BuildDir) else BuildDir.open(build)
     meta = {r["image_id"]: r for r in build.images(["image_id", "color", "type"]).to_pylist()}
     summary = QASummary()
     counts: list[int] = []

@@ -4,7 +4,8 @@ Pending means indexed but without a record (with `retry_failed`, also those whos
 latest record failed), so a killed run is resumed by running it again: finished images
 are never redone and a record is written only once its caption is final. Workers pull
 from one queue, so at most `concurrency` requests are in flight however many images
-there are.
+there are (the in-process transformers backend runs one at a time and the workers
+just keep the next images decoded).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
-from t2iverw.caption.backends import DEFAULT_MODEL, Sampling, make_backend
+from t2iverw.caption.backends import DEFAULT_MODEL, Backend, Sampling, make_backend
 from t2iverw.caption.client import DEFAULT_ENDPOINT, RequestRejected
 from t2iverw.caption.image import DEFAULT_MAX_PIXELS, BadImage, load_crop
 from t2iverw.caption.prompt import Prompt, load_prompt
@@ -59,11 +60,12 @@ class CaptionSummary:
 def pending_items(build: BuildDir, *, retry_failed: bool = False, limit: int | None = None) -> list[Item]:
     """Indexed images still to caption, in index order."""
     latest = build.latest_records("captions")
+    source = build.source_root
     todo = []
     for row in build.images(["image_id", "path", *META]).to_pylist():
         rec = latest.get(row["image_id"])
         if rec is None or (retry_failed and rec["status"] == "failed"):
-            todo.append(Item(row["image_id"], build.image_path(row["path"]), {k: row[k] for k in META}))
+            todo.append(Item(row["image_id"], source / row["path"], {k: row[k] for k in META}))
     return todo[:limit] if limit is not None else todo
 
 
@@ -96,7 +98,7 @@ def run_captions(
                               timeout=timeout, retries=retries, backoff=backoff)
         job = _Job(build, engine, load_prompt(prompt, hints=hints), Sampling(max_tokens, temperature, seed),
                    max_pixels, summary)
-        asyncio.run(job.run(items, max(1, concurrency if engine.name == "openai" else 1), progress))
+        asyncio.run(job.run(items, max(1, concurrency), progress))
     summary.qa = run_qa(build)
     return summary
 
@@ -104,7 +106,7 @@ def run_captions(
 @dataclass
 class _Job:
     build: BuildDir
-    engine: object
+    engine: Backend
     prompt: Prompt
     sampling: Sampling
     max_pixels: int
