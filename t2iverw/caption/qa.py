@@ -80,17 +80,16 @@ def reply_problem(text: str, finish_reason: str | None) -> str | None:
     return None
 
 
-def _mentions(w: set[str], names: tuple[str, ...], text: str) -> bool:
-    return any(n in w or (" " in n and n in text) for n in names)
+def _contradicts(vocab: dict[str, tuple[str, ...]], value: str | None, present: set[str]) -> bool:
+    """The caption names some entry of `vocab` but none that the metadata `value` names.
 
-
-def _contradicts(vocab: dict[str, tuple[str, ...]], value: str | None, w: set[str], text: str) -> bool:
-    """Metadata `value` known to `vocab`, not mentioned, while another entry of `vocab` is."""
-    canonical = next((k for k, names in vocab.items() if value and (value.lower() == k or value.lower() in names
-                                                                    or value.lower().split()[0] in names)), None)
-    if canonical is None or _mentions(w, vocab[canonical], text):
+    Unknown metadata values (not in `vocab`) never contradict: there is nothing to check.
+    """
+    tokens = set(words(value or ""))
+    accepted = {n for k, names in vocab.items() if tokens & {k, *names} for n in names}
+    if not accepted or present & accepted:
         return False
-    return any(_mentions(w, names, text) for k, names in vocab.items() if k != canonical)
+    return any(present & set(names) for names in vocab.values())
 
 
 def qa_flags(text: str, meta: dict) -> list[str]:
@@ -106,9 +105,9 @@ def qa_flags(text: str, meta: dict) -> list[str]:
     for family, pattern in FAMILIES.items():
         if not pattern.search(low):
             flags.append(f"missing_{family}")
-    if _contradicts(COLOURS, meta.get("color"), present, low):
+    if _contradicts(COLOURS, meta.get("color"), present):
         flags.append("colour_mismatch")
-    if _contradicts(TYPES, meta.get("type"), present, low):
+    if _contradicts(TYPES, meta.get("type"), present):
         flags.append("type_mismatch")
     if REFUSAL.search(text):
         flags.append("refusal")

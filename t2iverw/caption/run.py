@@ -6,6 +6,14 @@ are never redone and a record is written only once its caption is final. Workers
 from one queue, so at most `concurrency` requests are in flight however many images
 there are (the in-process transformers backend runs one at a time and the workers
 just keep the next images decoded).
+
+A record (one JSON line of BUILD/captions.jsonl): image_id, caption_id (= image_id),
+status ok|failed, text, reason (failed: bad_image, rejected, empty, cut_off, refusal,
+repetitive; the text of the last reply is kept for review), backend, model, endpoint,
+prompt_hash (SHA-256 of the prompt template), hints, sampling {max_tokens, temperature,
+seed}, usage {prompt_tokens, completion_tokens}, latency_s, finish_reason, attempts,
+and qa (review flags, ok records only). `caption-qa` re-appends records whose flags
+changed; the latest line of an image wins.
 """
 
 from __future__ import annotations

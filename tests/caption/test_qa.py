@@ -44,7 +44,11 @@ def test_colour_contradiction_but_not_synonyms_or_unknown_colours():
 
 def test_type_contradiction():
     assert "type_mismatch" in qa_flags(GOOD.replace("SUV", "sedan"), META)
-    assert "type_mismatch" not in qa_flags(GOOD.replace("SUV", "pickup truck"), {"color": "white", "type": "pickup truck"})
+    pickup = {"color": "white", "type": "pickup truck"}
+    assert "type_mismatch" not in qa_flags(GOOD.replace("SUV", "pickup truck"), pickup)
+    assert "type_mismatch" not in qa_flags(GOOD.replace("SUV", "truck"), pickup)
+    assert "type_mismatch" in qa_flags(GOOD.replace("SUV", "hatchback"), pickup)
+    assert "type_mismatch" not in qa_flags(GOOD.replace("SUV", "sedan"), {"color": "white", "type": "tank car"})
 
 
 def test_refusal_boilerplate_and_repetition():
