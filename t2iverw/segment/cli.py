@@ -44,13 +44,15 @@ def segment(build: Path, model: str, parts_file, device, dtype, batch_size: int,
     from t2iverw.build import BuildDir
     from t2iverw.segment.model import load_segmenter
     from t2iverw.segment.prompts import load_parts
-    from t2iverw.segment.run import parse_shard, segment_build
+    from t2iverw.segment.run import check_grid, parse_shard, segment_build
     from t2iverw.segment.show import render_overlay
 
     bd = BuildDir.open(build)
+    shard, grid_shape = parse_shard(shard), _grid(grid)
+    check_grid(grid_shape, input_size)
     segmenter = load_segmenter(model, load_parts(parts_file), device=device, dtype=dtype)
-    report = segment_build(bd, segmenter, batch_size=batch_size, grid=_grid(grid), input_size=input_size,
-                           min_cover=min_cover, shard=parse_shard(shard), limit=limit)
+    report = segment_build(bd, segmenter, batch_size=batch_size, grid=grid_shape, input_size=input_size,
+                           min_cover=min_cover, shard=shard, limit=limit)
     click.echo(f"segmented {report.segmented} images, {len(report.failed)} failed")
     for rec in report.failed[:5]:
         click.echo(f"  failed {rec['image_id']}: {rec['reason']}")

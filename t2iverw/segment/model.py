@@ -11,6 +11,7 @@ shared-encoder path is tested and benchmarked against.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,11 +54,13 @@ def load_segmenter(
     from transformers import Sam3Model, Sam3Processor
 
     dev, torch_dtype = pick_device(device, dtype)
+    if model_id.startswith(("/", ".", "~")) and not Path(model_id).expanduser().is_dir():
+        raise T2IError(f"cannot load SAM3 from {model_id!r}: no such directory; {GATED_HINT}")
     try:
         processor = Sam3Processor.from_pretrained(model_id)
         model = Sam3Model.from_pretrained(model_id, dtype=torch_dtype)
     except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = str(err).strip().split(". ")[0] or type(err).__name__
         raise T2IError(f"cannot load SAM3 from {model_id!r} ({reason}); {GATED_HINT}") from err
     return PartSegmenter(model.to(dev).eval(), processor, parts)
 

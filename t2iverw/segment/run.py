@@ -43,6 +43,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def check_grid(grid: tuple[int, int], input_size: int) -> None:
+    if input_size % grid[0] or input_size % grid[1]:
+        raise T2IError(f"--grid {grid[0]}x{grid[1]} does not divide the input size {input_size}")
+
+
 def shard_of(image_id: str, n_shards: int) -> int:
     """Stable shard of an image: a keyed hash of its id, so no ordering or coordination matters."""
     digest = hashlib.blake2b(image_id.encode("utf-8"), digest_size=8, key=SHARD_KEY).digest()
@@ -77,8 +82,7 @@ def segment_build(
     progress: bool = True,
 ) -> SegmentReport:
     """Segment every pending image of `shard` (all when None) and append its record to the parts log."""
-    if input_size % grid[0] or input_size % grid[1]:
-        raise T2IError(f"--grid {grid[0]}x{grid[1]} does not divide the input size {input_size}")
+    check_grid(grid, input_size)
     rows = pending_images(build, shard, limit)
     report = SegmentReport()
     with build.log_writer("parts", shard=shard) as log, tqdm(
