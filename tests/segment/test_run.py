@@ -7,7 +7,6 @@ import sys
 import time
 from collections import Counter
 
-import pytest
 
 from t2iverw.build import BuildDir
 from t2iverw.constants import PARTS
