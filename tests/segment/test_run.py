@@ -7,7 +7,6 @@ import sys
 import time
 from collections import Counter
 
-
 from t2iverw.build import BuildDir
 from t2iverw.constants import PARTS
 from t2iverw.index import build_index
