@@ -1,10 +1,12 @@
-"""A tiny randomly initialised Qwen3-VL, served by a real `transformers serve`, and builds to caption.
+"""Tiny Qwen3-VL checkpoints, served by a real `transformers serve`, and builds to caption.
 
 The model is built from a tiny `Qwen3VLConfig` and saved like a hub checkpoint: a
 byte-level BPE tokenizer trained offline with `tokenizers` (Qwen's special tokens, a
 minimal Qwen-style chat template) and an image processor that keeps crops to a few
-patches, so CPU generation takes milliseconds. Its text is garbage, which is what
-exercises the cut-off / degenerate handling.
+patches, so CPU generation takes milliseconds. With random weights its text is
+garbage that never ends, which exercises the cut-off handling; a second checkpoint
+of the same model has its weights set so that it always answers one sentence and
+stops, which exercises the path of a usable caption.
 """
 
 from __future__ import annotations
@@ -99,6 +101,42 @@ def build_tiny_qwen3vl(out: Path, *, seed: int = 0) -> Path:
     return out
 
 
+SCRIPTED_ANSWER = "A blue sedan with black wheels, slim lights and roof rails."
+
+
+def build_scripted_qwen3vl(random_dir: Path, out: Path, answer: str = SCRIPTED_ANSWER) -> Path:
+    """The tiny checkpoint with weights set so that greedy or sampled decoding answers `answer`, then stops.
+
+    Attention and MLP outputs are zeroed, so each hidden state is its token's embedding,
+    and each row of the output head points at the embedding of the token before it in
+    the chain (end of generation prompt, the answer's tokens, <|im_end|>).
+    """
+    import torch
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(random_dir)
+    processor = AutoProcessor.from_pretrained(random_dir)
+    tok = processor.tokenizer
+    prompt = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+                                           add_generation_prompt=True, tokenize=True)
+    chain = [list(prompt[0] if isinstance(prompt[0], list) else prompt)[-1],
+             *tok(answer, add_special_tokens=False).input_ids, tok.convert_tokens_to_ids("<|im_end|>")]
+    assert len(set(chain)) == len(chain), "each token of the chain must have one successor"
+    text = model.model.language_model
+    with torch.no_grad():
+        for layer in text.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        head = torch.zeros_like(model.lm_head.weight)
+        for src, dst in zip(chain, chain[1:]):
+            emb = text.embed_tokens.weight[src]
+            head[dst] = 100 * emb / emb.norm()
+        model.lm_head.weight.copy_(head)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,16 +144,16 @@ def free_port() -> int:
 
 
 class Server:
-    """`transformers serve MODEL` on 127.0.0.1 as a subprocess; `stop()` kills it like a crash would."""
+    """`transformers serve` on 127.0.0.1 as a subprocess, loading each requested checkpoint (a local path)
+    on first use; `stop()` kills it like a crash would."""
 
-    def __init__(self, model: Path, log: Path, port: int | None = None):
-        self.model = model
+    def __init__(self, log: Path, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cli = Path(sys.executable).parent / "transformers"
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [str(cli), "serve", str(model), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"],
+            [str(cli), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         self._wait_healthy(timeout=90)
@@ -148,19 +186,30 @@ def tiny_vlm(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vlm_server(tiny_vlm, tmp_path_factory):
-    server = Server(tiny_vlm, tmp_path_factory.mktemp("serve") / "serve.log")
+def scripted_answer() -> str:
+    return SCRIPTED_ANSWER
+
+
+@pytest.fixture(scope="session")
+def scripted_vlm(tiny_vlm, tmp_path_factory) -> Path:
+    """The tiny checkpoint that always answers `scripted_answer` and stops."""
+    return build_scripted_qwen3vl(tiny_vlm, tmp_path_factory.mktemp("scripted_qwen3vl"))
+
+
+@pytest.fixture(scope="session")
+def vlm_server(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("serve") / "serve.log")
     yield server
     server.stop()
 
 
 @pytest.fixture
-def start_server(tiny_vlm, tmp_path):
+def start_server(tmp_path):
     """Start a private server (optionally on a given port), for tests that kill it; all are stopped at the end."""
     servers: list[Server] = []
 
     def start(port: int | None = None) -> Server:
-        servers.append(Server(tiny_vlm, tmp_path / "serve.log", port=port))
+        servers.append(Server(tmp_path / "serve.log", port=port))
         return servers[-1]
 
     yield start

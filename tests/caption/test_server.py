@@ -1,8 +1,9 @@
-"""The caption stage against a real OpenAI-compatible server (`transformers serve` with a tiny random Qwen3-VL).
+"""The caption stage against a real OpenAI-compatible server (`transformers serve` with tiny Qwen3-VLs).
 
-The random model never ends a sentence, so every reply is cut off at max_tokens: the
-outcomes asserted are the fault handling (retry once, then a failed record with its
-reason), resume, and endpoint failures, never caption quality.
+The random model never ends a sentence, so its replies are cut off at max_tokens: those
+tests assert the fault handling (retry once, then a failed record with its reason),
+resume and endpoint failures. The scripted checkpoint answers one short sentence and
+stops, so its tests assert the records and QA flags of usable captions.
 """
 
 from __future__ import annotations
@@ -36,19 +37,25 @@ def n_images(build) -> int:
     return BuildDir.open(build).images().num_rows
 
 
-def options(server, **kw):
-    return dict(backend="openai", endpoints=[server.url], model=str(server.model), max_tokens=MAX_TOKENS,
-                concurrency=4, progress=False, retries=2, backoff=0.1) | kw
+@pytest.fixture
+def options(tiny_vlm):
+    """run_captions options for a server: the random model, small max_tokens, fast give-up."""
+
+    def make(server, **kw):
+        return dict(backend="openai", endpoints=[server.url], model=str(tiny_vlm), max_tokens=MAX_TOKENS,
+                    concurrency=4, progress=False, retries=2, backoff=0.1) | kw
+
+    return make
 
 
-def test_full_run_records_every_image_with_provenance(build_dir, vlm_server):
+def test_full_run_records_every_image_with_provenance(build_dir, vlm_server, options, tiny_vlm):
     summary = run_captions(build_dir, **options(vlm_server))
     records = BuildDir.open(build_dir).latest_records("captions")
     assert len(log_ids(build_dir)) == len(records) == n_images(build_dir) == summary.pending
     for rec in records.values():
         assert rec["status"] == "failed" and rec["reason"] == "cut_off" and rec["attempts"] == 2
         assert rec["finish_reason"] == "length" and rec["usage"]["completion_tokens"] == MAX_TOKENS
-        assert rec["endpoint"] == vlm_server.url and rec["model"] == str(vlm_server.model)
+        assert rec["endpoint"] == vlm_server.url and rec["model"] == str(tiny_vlm)
         assert rec["sampling"] == {"max_tokens": MAX_TOKENS, "temperature": 0.7, "seed": 1}
         assert len(rec["prompt_hash"]) == 64 and rec["latency_s"] > 0
     assert summary.failed == {"cut_off": len(records)} and summary.done == 0
@@ -59,7 +66,7 @@ def test_full_run_records_every_image_with_provenance(build_dir, vlm_server):
     assert retried.pending == 3 and len(log_ids(build_dir)) == len(records) + 3
 
 
-def test_dead_endpoint_is_skipped_and_live_one_does_the_work(build_dir, vlm_server, dead_endpoint):
+def test_dead_endpoint_is_skipped_and_live_one_does_the_work(build_dir, vlm_server, dead_endpoint, options):
     run_captions(build_dir, **options(vlm_server, endpoints=[dead_endpoint, vlm_server.url], limit=8))
     records = BuildDir.open(build_dir).latest_records("captions")
     assert len(records) == 8 and {r["endpoint"] for r in records.values()} == {vlm_server.url}
@@ -75,7 +82,7 @@ def test_no_server_is_one_line_and_exit_2_without_leaking_the_key(build_dir, dea
     assert log_ids(build_dir) == []
 
 
-def test_corrupt_and_missing_images_fail_alone(own_source_build, vlm_server):
+def test_corrupt_and_missing_images_fail_alone(own_source_build, vlm_server, options):
     build = BuildDir.open(own_source_build)
     rows = build.images(["image_id", "path"]).to_pylist()
     build.image_path(rows[0]["path"]).write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
@@ -88,9 +95,9 @@ def test_corrupt_and_missing_images_fail_alone(own_source_build, vlm_server):
     assert Counter(r["reason"] for r in records.values()) == {"bad_image": 2, "cut_off": len(rows) - 2}
 
 
-def test_killed_run_resumes_without_duplicates(build_dir, vlm_server):
+def test_killed_run_resumes_without_duplicates(build_dir, vlm_server, options, tiny_vlm):
     cmd = [sys.executable, "-m", "t2iverw.cli", "caption", str(build_dir), "--endpoint", vlm_server.url,
-           "--model", str(vlm_server.model), "--max-tokens", str(MAX_TOKENS), "--concurrency", "2"]
+           "--model", str(tiny_vlm), "--max-tokens", str(MAX_TOKENS), "--concurrency", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -108,7 +115,7 @@ def test_killed_run_resumes_without_duplicates(build_dir, vlm_server):
     assert ids[: len(kept)] == kept and len(ids) == len(set(ids)) == n_images(build_dir)
 
 
-def test_server_stopped_mid_run_fails_clearly_then_rerun_completes(build_dir, start_server):
+def test_server_stopped_mid_run_fails_clearly_then_rerun_completes(build_dir, start_server, options):
     server = start_server()
     stopped = threading.Event()
 
@@ -134,7 +141,36 @@ def test_server_stopped_mid_run_fails_clearly_then_rerun_completes(build_dir, st
     assert ids[: len(kept)] == kept and len(ids) == len(set(ids)) == n_images(build_dir)
 
 
-def test_transformers_backend_in_process_writes_the_same_records(build_dir, tiny_vlm):
+def scripted_expectations(build_dir) -> dict[str, set[str]]:
+    """image_id -> the QA flags the scripted answer (blue sedan; names lights, wheels, roof) must get."""
+    expected = {}
+    for row in BuildDir.open(build_dir).images(["image_id", "color", "type"]).to_pylist():
+        flags = {"too_short", "missing_windows"}  # 11 words; it names lights, wheels and roof
+        if row["color"] not in ("blue", "black"):
+            flags.add("colour_mismatch")
+        if row["type"] != "sedan":
+            flags.add("type_mismatch")
+        expected[row["image_id"]] = flags
+    return expected
+
+
+def test_usable_captions_are_ok_records_with_qa_flags(build_dir, vlm_server, options, scripted_vlm,
+                                                      scripted_answer):
+    summary = run_captions(build_dir, **options(vlm_server, model=str(scripted_vlm), max_tokens=64))
+    records = BuildDir.open(build_dir).latest_records("captions")
+    expected = scripted_expectations(build_dir)
+    assert summary.done == len(records) == len(expected) and not summary.failed
+    for image_id, rec in records.items():
+        assert rec["status"] == "ok" and rec["text"] == scripted_answer
+        assert rec["attempts"] == 1 and rec["finish_reason"] == "stop" and rec["sampling"]["seed"] == 0
+        assert set(rec["qa"]) == expected[image_id]
+    assert summary.qa.captions == len(records) and summary.qa.updated == 0
+    assert summary.qa.words_mean == 11 and f"mean {11:.1f} words" in summary.lines()[0]
+    assert BuildDir.open(build_dir).captions().keys() == records.keys()
+
+
+def test_transformers_backend_in_process_writes_the_same_records(build_dir, tiny_vlm, scripted_vlm,
+                                                                  scripted_answer):
     summary = run_captions(build_dir, backend="transformers", model=str(tiny_vlm), max_tokens=MAX_TOKENS,
                            limit=3, progress=False)
     records = BuildDir.open(build_dir).latest_records("captions")
@@ -143,6 +179,16 @@ def test_transformers_backend_in_process_writes_the_same_records(build_dir, tiny
         assert rec["backend"] == "transformers" and rec["endpoint"] is None
         assert rec["status"] == "failed" and rec["reason"] == "cut_off" and rec["attempts"] == 2
         assert rec["usage"]["completion_tokens"] == MAX_TOKENS and rec["usage"]["prompt_tokens"] > 0
+
+    run_captions(build_dir, backend="transformers", model=str(scripted_vlm), max_tokens=64, limit=2,
+                 progress=False)
+    records = BuildDir.open(build_dir).latest_records("captions")
+    expected = scripted_expectations(build_dir)
+    ok = {k: r for k, r in records.items() if r["status"] == "ok"}
+    assert len(records) == 5 and len(ok) == 2
+    for image_id, rec in ok.items():
+        assert rec["text"] == scripted_answer and rec["finish_reason"] == "stop" and rec["attempts"] == 1
+        assert set(rec["qa"]) == expected[image_id]
 
 
 def test_transformers_backend_unloadable_model_is_exit_2(build_dir, tmp_path):
