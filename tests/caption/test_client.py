@@ -30,8 +30,9 @@ def test_cooldown_doubles_per_outage_not_per_concurrent_failure():
     ep.mark_down(0.05)  # another request of the same outage
     assert ep.down_until == first and ep.failures == 1
     time.sleep(0.06)
+    before = time.monotonic()
     ep.mark_down(0.05)  # still down when tried again
-    assert ep.failures == 2 and ep.down_until - time.monotonic() > 0.07
+    assert ep.failures == 2 and ep.down_until - before >= 0.1
     ep.mark_up()
     assert ep.failures == 0 and ep.down_until == 0
 
@@ -43,7 +44,7 @@ def test_all_down_waits_for_the_first_to_come_back():
     a.mark_down(0.1)
     began = time.monotonic()
     assert asyncio.run(pool._next()) is a
-    assert 0.08 <= time.monotonic() - began < 0.2
+    assert time.monotonic() - began >= 0.08
 
 
 def test_api_key_from_environment(monkeypatch):
