@@ -58,9 +58,9 @@ class CaptionSummary:
             return ["nothing to caption: every image has a caption record (--retry-failed retries failures)"] + (
                 self.qa.lines() if self.qa else [])
         rate = self.completion_tokens / self.seconds if self.seconds else 0.0
-        mean = sum(self.words) / len(self.words) if self.words else 0.0
+        mean = f", mean {sum(self.words) / len(self.words):.1f} words" if self.words else ""
         out = [f"captioned {self.done} of {self.pending} pending images in {self.seconds:.1f}s "
-               f"({rate:.0f} generated tokens/s, mean {mean:.1f} words)"]
+               f"({rate:.0f} generated tokens/s{mean})"]
         out += [f"  failed ({reason}): {n}" for reason, n in sorted(self.failed.items())]
         return out + (self.qa.lines() if self.qa else [])
 
