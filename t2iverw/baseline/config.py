@@ -14,6 +14,10 @@ import yaml
 
 from t2iverw.errors import T2IError
 
+CONFIGS = Path(__file__).resolve().parents[2] / "benchmark" / "configs"
+PFCVR_CONFIG = CONFIGS / "pfcvr.yaml"  # the paper's defaults
+TINY_CONFIG = CONFIGS / "tiny.yaml"  # a tiny CPU model trained from scratch (tests, demo)
+
 
 @dataclass
 class Config:
@@ -77,7 +81,29 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     unknown = sorted(set(values) - known)
     if unknown:
         raise T2IError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-    return Config(**values)
+    defaults = Config()
+    return Config(**{k: _typed(k, v, getattr(defaults, k)) for k, v in values.items()})
+
+
+def _typed(key: str, value: object, default: object) -> object:
+    """`value` checked against the default's type; numbers written like '1e-3' (a YAML string) become floats."""
+    if default is None:  # random_clip: a mapping of CLIPConfig kwargs, checked by transformers
+        return value
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(default, (int, float)) and not isinstance(value, bool):
+            number = type(default)(value)
+            if isinstance(default, int) and number != float(value):
+                raise ValueError
+            return number
+        if isinstance(value, type(default)):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise T2IError(f"config key {key!r} expects a {type(default).__name__}, got {value!r}")
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -82,6 +82,7 @@ class PFCVR(nn.Module):
     def __init__(self, clip, cfg: Config, num_classes: int, part_tokens: dict):
         super().__init__()
         self.clip = clip
+        self.clip.logit_scale.requires_grad_(False)  # PFCVR uses the fixed scale 1 / temperature instead
         self.cfg = cfg
         self.scale = 1.0 / cfg.temperature
         self.patch_size = clip.config.vision_config.patch_size
@@ -107,9 +108,10 @@ class PFCVR(nn.Module):
             self.mim_head = nn.Linear(width, 3 * self.patch_size**2)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
-        return list(self.clip.parameters())
+        return [p for p in self.clip.parameters() if p.requires_grad]
 
     def new_parameters(self) -> list[nn.Parameter]:
+        """The randomly initialised modules (classifier, PLFA, BMRIA), trained at a higher rate."""
         ids = {id(p) for p in self.clip.parameters()}
         return [p for p in self.parameters() if id(p) not in ids]
 

@@ -17,8 +17,6 @@ from t2iverw.build import BuildDir
 from t2iverw.constants import GRID, INPUT_SIZE, MIN_COVER
 from t2iverw.grid import mask_to_grid, pack_grid
 
-TINY_CONFIG = Path(__file__).parents[2] / "benchmark" / "configs" / "tiny.yaml"
-
 
 def write_records(build: Path, source: Path) -> None:
     """A caption and a part record for every image of the build (from metadata and true masks)."""
