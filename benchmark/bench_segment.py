@@ -94,7 +94,7 @@ def compare(name: str, seg: PartSegmenter, images: list[Image.Image], batch_size
         seg.segment(images[:1])
     batched = timed(seg.segment, images, batch_size, device)
     looped = timed(seg.segment_per_prompt, images, 1, device)
-    print(f"{name:<34} {len(seg.prompts):>7} {batched:>12.3f} {looped:>12.3f} {batched / looped:>7.1f}x", flush=True)
+    print(f"{name:<34} {len(seg.prompts):>7} {batched:>12.4g} {looped:>12.4g} {batched / looped:>7.1f}x", flush=True)
     return batched
 
 
