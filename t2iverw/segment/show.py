@@ -18,6 +18,7 @@ from t2iverw.build import BuildDir
 from t2iverw.constants import PARTS
 from t2iverw.errors import T2IError
 from t2iverw.segment.masks import decode_rle
+from t2iverw.storage import atomic_path
 
 COLOURS = np.array(
     [(31, 119, 180), (255, 187, 0), (214, 39, 40), (44, 160, 44), (148, 103, 189), (23, 190, 207)], dtype=float
@@ -51,10 +52,9 @@ def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
                fontsize=8, frameon=False, bbox_to_anchor=(0.5, below / height))
     fig.text(0.03, (below - LEGEND_IN) / height, "\n".join(lines), va="top", fontsize=8)
     fig.text(0.5, 1 - 0.5 * TITLE_IN / height, image_id, ha="center", va="center", fontsize=9)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(out)
 
 
 def _image_row(build: BuildDir, image_id: str) -> dict:
