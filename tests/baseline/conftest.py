@@ -17,17 +17,28 @@ from t2iverw.build import BuildDir
 from t2iverw.constants import GRID, INPUT_SIZE, MIN_COVER
 from t2iverw.grid import mask_to_grid, pack_grid
 
+SAMPLE_IDS, SAMPLE_SEED = 60, 1
 
-def write_records(build: Path, source: Path) -> None:
-    """A caption and a part record for every image of the build (from metadata and true masks)."""
+
+def describe(row: dict, seed: int) -> str:
+    """A caption naming what the synthetic drawing shows: colour, type, model and its visible extras."""
+    from t2iverw.synth import make_vehicle
+
+    v = make_vehicle(int(row["vehicle_id"]) - 1, seed)
+    extras = [name for name, on in (("roof rails", v.roof_rails), ("a sunroof", v.sunroof), ("a sticker", v.sticker)) if on]
+    details = f" with {' and '.join(extras)}" if extras else " with no roof rails, sunroof or sticker"
+    return f"A {row['color']} {row['type']}, a {row['model']}{details}, on {v.spokes}-spoke wheels."
+
+
+def write_records(build: Path, source: Path, seed: int) -> None:
+    """A caption and a part record for every image of the build (from its drawing's truth and masks)."""
     from t2iverw.synth import read_truth
 
     bd = BuildDir.open(build)
     rows = bd.images(["image_id", "vehicle_id", "model", "type", "color"]).to_pylist()
     with bd.log_writer("captions") as log:
         log.write_many(
-            {"image_id": r["image_id"], "caption_id": r["image_id"], "status": "ok",
-             "text": f"A {r['color']} {r['type']}, a {r['model']} car."}
+            {"image_id": r["image_id"], "caption_id": r["image_id"], "status": "ok", "text": describe(r, seed)}
             for r in rows
         )
     with bd.log_writer("parts") as log:
@@ -46,18 +57,18 @@ def write_records(build: Path, source: Path) -> None:
 
 @pytest.fixture(scope="session")
 def export_dir(tmp_path_factory) -> Path:
-    """An export of a 40-identity synthetic sample (about 28 train / 12 test identities)."""
+    """An export of a 60-identity synthetic sample (42 train / 18 test identities, 2-4 images each)."""
     from t2iverw.export import export_dataset
     from t2iverw.index import build_index
     from t2iverw.split import make_split
     from t2iverw.synth import write_sample
 
     root = tmp_path_factory.mktemp("baseline_synth")
-    write_sample(root, ids=40, per_id=(3, 5), seed=1)
+    write_sample(root, ids=SAMPLE_IDS, per_id=(2, 4), seed=SAMPLE_SEED)
     build = tmp_path_factory.mktemp("baseline_build")
     build_index(root, build)
     make_split(build, test_ratio=0.3, seed=0)
-    write_records(build, root)
+    write_records(build, root, SAMPLE_SEED)
     out = tmp_path_factory.mktemp("baseline_export") / "export"
     export_dataset(build, out)
     return out
