@@ -93,8 +93,9 @@ def compare(name: str, seg: PartSegmenter, images: list[Image.Image], batch_size
     if warmup:  # kernels and allocator, shared by both paths; skipped where one image takes minutes
         seg.segment(images[:1])
     batched = timed(seg.segment, images, batch_size, device)
+    print(f"{name:<34} {len(seg.prompts):>7} {batched:>12.4g}", end="", flush=True)  # the loop may take long
     looped = timed(seg.segment_per_prompt, images, 1, device)
-    print(f"{name:<34} {len(seg.prompts):>7} {batched:>12.4g} {looped:>12.4g} {batched / looped:>7.1f}x", flush=True)
+    print(f" {looped:>12.4g} {batched / looped:>7.1f}x", flush=True)
     return batched
 
 
