@@ -21,7 +21,8 @@ from tqdm import tqdm
 from t2iverw.baseline.config import Config
 from t2iverw.baseline.data import TrainImages, load_export, split_train
 from t2iverw.baseline.model import build_model, load_clip, save_random_clip
-from t2iverw.baseline.retrieval import r1_map, score_matrix
+from t2iverw.baseline.retrieval import score_matrix
+from t2iverw.evaluation import evaluate
 from t2iverw.storage import JsonlWriter, atomic_path, read_jsonl, write_json, write_text
 
 CHECKPOINTS = "checkpoints"
@@ -60,7 +61,7 @@ def train(cfg: Config, dataset: str | Path, out: str | Path) -> Path:
         ],
         weight_decay=cfg.weight_decay,
     )
-    steps = math.ceil(len(loader) / accelerator.num_processes)
+    steps = len(loader)  # global batches per epoch: accelerate steps the scheduler once per process per step
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, cfg.warmup_epochs * steps, cfg.epochs * steps, cfg.warmup_factor)
     )
@@ -132,8 +133,8 @@ def _validate(model, rows, tokenizer, cfg: Config, device) -> dict[str, float]:
         return {}
     scores, query_rows = score_matrix(model, rows, tokenizer, cfg.image_size, cfg.text_length, cfg.eval_batch_size, device)
     labels = rows["vehicle_id"]
-    metrics = r1_map(scores, [labels[i] for i in query_rows], labels)
-    return {"val_r1": metrics["r1"], "val_map": metrics["map"]}
+    metrics = evaluate(scores, [labels[i] for i in query_rows], labels)
+    return {"val_r1": float(metrics["R1"]), "val_map": float(metrics["mAP"])}
 
 
 def _save_weights(model, path: Path) -> None:

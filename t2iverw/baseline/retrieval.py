@@ -1,4 +1,4 @@
-"""Encode captions and images with a trained model, score them, and (for validation) measure R1/mAP.
+"""Encode captions and images with a trained model and score every caption against every image.
 
 Order is the contract `t2iverw eval` relies on: queries are the rows that have a
 caption, in row order; the gallery is every row, in row order.
@@ -37,15 +37,3 @@ def ranking(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
     order = np.argsort(-scores, axis=1, kind="stable")
     return order if top_k is None else order[:, :top_k]
 
-
-def r1_map(scores: np.ndarray, query_labels: list[str], gallery_labels: list[str]) -> dict[str, float]:
-    """Rank-1 and mAP in percent, identity decides a match (used for validation only).
-
-    Local stand-in until `t2iverw.evaluation.evaluate` lands; then validation should call that.
-    """
-    order = ranking(scores)
-    hits = np.asarray(gallery_labels)[order] == np.asarray(query_labels)[:, None]
-    ranks = np.arange(1, hits.shape[1] + 1)
-    precision = np.cumsum(hits, axis=1) / ranks
-    ap = (precision * hits).sum(1) / np.maximum(hits.sum(1), 1)
-    return {"r1": float(hits[:, 0].mean() * 100), "map": float(ap.mean() * 100)}
