@@ -55,6 +55,17 @@ def write_records(build: Path, source: Path, seed: int) -> None:
             })
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny models are made of small ops: one thread is as fast, and never spins on busy shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def export_dir(tmp_path_factory) -> Path:
     """An export of a 60-identity synthetic sample (42 train / 18 test identities, 2-4 images each)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -87,7 +88,8 @@ def test_resume_after_kill_continues_from_the_saved_epoch(export_dir, tmp_path, 
     sets = [a for k, v in FAST.items() for a in ("--set", f"{k}={v}")]
     cmd = [sys.executable, "-c", "from t2iverw.cli import main; main()", "train", "--dataset", str(export_dir),
            "--out", str(run), "--config", str(TINY_CONFIG), *sets]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.time() + 240
         while not list((run / "checkpoints").glob("epoch-0001")) and proc.poll() is None and time.time() < deadline:
