@@ -25,10 +25,17 @@ from t2iverw.evaluation import evaluate
 FAST = {"aug": False, "epochs": 3, "batch_size": 32, "val_ratio": 0.2}
 
 
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # small ops: a second thread only spins on shared cores
+CLI = [sys.executable, "-c", "from t2iverw.cli import main; main()"]
+
+
 @pytest.fixture(scope="session")
 def trained_run(export_dir, tmp_path_factory):
-    """The tiny config (random CLIP, from scratch) trained on the sample's train split."""
-    return train(load_config(TINY_CONFIG), export_dir, tmp_path_factory.mktemp("runs") / "tiny")
+    """The tiny config (random CLIP, from scratch) trained on the sample's train split with `t2iverw train`."""
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    cmd = [*CLI, "train", "--dataset", str(export_dir), "--out", str(run), "--config", str(TINY_CONFIG)]
+    subprocess.run(cmd, check=True, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return run
 
 
 def _test_metrics(scores: np.ndarray, test) -> dict[str, float]:
@@ -86,10 +93,8 @@ def test_predict_writes_full_rankings_in_score_order(trained_run, export_dir, tm
 def test_resume_after_kill_continues_from_the_saved_epoch(export_dir, tmp_path, capfd):
     run = tmp_path / "run"
     sets = [a for k, v in FAST.items() for a in ("--set", f"{k}={v}")]
-    cmd = [sys.executable, "-c", "from t2iverw.cli import main; main()", "train", "--dataset", str(export_dir),
-           "--out", str(run), "--config", str(TINY_CONFIG), *sets]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    cmd = [*CLI, "train", "--dataset", str(export_dir), "--out", str(run), "--config", str(TINY_CONFIG), *sets]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
     try:
         deadline = time.time() + 240
         while not list((run / "checkpoints").glob("epoch-0001")) and proc.poll() is None and time.time() < deadline:
