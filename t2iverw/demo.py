@@ -20,6 +20,9 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     """Build, export, load and evaluate a synthetic T2I-VeRW; returns the paths it made."""
     import datasets
 
+    from t2iverw.baseline.config import TINY_CONFIG, load_config
+    from t2iverw.baseline.engine import train
+    from t2iverw.baseline.predict import predict
     from t2iverw.caption import run_captions
     from t2iverw.evaluation import evaluate_predictions
     from t2iverw.evaluation.baselines import colour_word_scores, random_scores
@@ -67,10 +70,19 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
         echo(f"  {name}:")
         echo(_indent(format_table(evaluate_predictions(dataset, scores=scores).metrics), "    "))
 
+    step("train", "a tiny PFCVR (random CLIP backbone) from scratch on CPU; the real one is ViT-B/16")
+    run = out / "run"
+    train(load_config(TINY_CONFIG), dataset, run)
+    echo(f"  run directory {run} (checkpoints, log.jsonl, curve.png)")
+
+    step("predict + eval", "rank the test gallery for every test caption, then score the ranking")
+    ranks = predict(run, dataset, run / "ranks.json")
+    echo(_indent(format_table(evaluate_predictions(dataset, ranks=ranks).metrics), "    "))
+
     echo("")
     echo(f"done. The dataset is in {dataset}; load it with:")
     echo(f"  import datasets; ds = datasets.load_dataset({str(dataset)!r})")
-    return {"source": source, "build": build, "dataset": dataset}
+    return {"source": source, "build": build, "dataset": dataset, "run": run, "ranks": ranks}
 
 
 def write_truth_parts(build: BuildDir) -> int:

@@ -6,8 +6,6 @@ fixtures, so a test that mutates its build never affects another.
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -52,30 +50,11 @@ def build_dir(_indexed_split_build, tmp_path) -> Path:
     return dst
 
 
-def _clip_bpe_path() -> Path:
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("open_clip_torch is not installed (pip install -e '.[dev]')")
-    return Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
-
-
 @pytest.fixture(scope="session")
 def clip_tokenizer_dir(tmp_path_factory) -> Path:
-    """A real CLIP BPE tokenizer (49,408 tokens) saved with save_pretrained, built offline.
+    """A real CLIP BPE tokenizer (49,408 tokens, open_clip's ids) built offline and saved with save_pretrained."""
+    from t2iverw.baseline.tokenizer import build_clip_tokenizer
 
-    The vocabulary is derived from open_clip's bpe_simple_vocab_16e6.txt.gz exactly as
-    CLIP's own SimpleTokenizer does: byte symbols, the same with '</w>', the merges,
-    then the two special tokens.
-    """
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    lines = gzip.open(_clip_bpe_path(), "rt", encoding="utf-8").read().split("\n")
-    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
     out = tmp_path_factory.mktemp("clip_tokenizer")
-    tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, model_max_length=77)
-    tok.save_pretrained(out)
+    build_clip_tokenizer(out)
     return out

@@ -7,6 +7,7 @@ them out); unknown keys are an error so a typo never silently trains the wrong m
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import yaml
 
 from t2iverw.errors import T2IError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "benchmark" / "configs"
+CONFIGS = Path(str(importlib.resources.files("t2iverw.configs")))  # benchmark/configs, shipped in the wheel
 PFCVR_CONFIG = CONFIGS / "pfcvr.yaml"  # the paper's defaults
 TINY_CONFIG = CONFIGS / "tiny.yaml"  # a tiny CPU model trained from scratch (tests, demo)
 

@@ -1,0 +1,1 @@
+"""Baseline configs (benchmark/configs), shipped as package data (see pyproject.toml)."""
