@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
-import importlib.util
 import tempfile
 import time
 from pathlib import Path
@@ -30,52 +28,18 @@ from PIL import Image
 
 from t2iverw.segment.model import PartSegmenter
 from t2iverw.segment.prompts import load_parts
+from t2iverw.segment.tiny import sam3_processor, tiny_sam3_config
 from t2iverw.synth import write_sample
 
 CROPS = {"T2I-VeRW (14,668 crops)": 14_668, "VERI-Wild (416,314 crops)": 416_314}
 
 
-def clip_tokenizer():
-    """CLIP's BPE tokenizer built offline from the vocabulary open_clip ships (no hub access needed)."""
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    bpe = Path(next(iter(importlib.util.find_spec("open_clip").submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
-    merges = [tuple(m.split()) for m in gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1 : 49152 - 256 - 1]]
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, model_max_length=77)
-
-
-def tiny_config():
-    from transformers import Sam3Config
-
-    def block(**kw):
-        return dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, **kw)
-
-    return Sam3Config(
-        vision_config=dict(
-            backbone_config=dict(model_type="sam3_vit_model", num_hidden_layers=2, image_size=112, patch_size=14,
-                                 window_size=4, global_attn_indexes=[1], pretrain_image_size=112, **block()),
-            fpn_hidden_size=32,
-            backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
-        ),
-        text_config=dict(vocab_size=49408, projection_dim=32, num_hidden_layers=1, max_position_embeddings=32, **block()),
-        geometry_encoder_config=block(num_layers=1),
-        detr_encoder_config=block(num_layers=1),
-        detr_decoder_config=block(num_layers=1, num_queries=8),
-        mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
-    )
-
-
 def segmenter(config, device: torch.device, dtype: torch.dtype, parts) -> PartSegmenter:
-    from transformers import Sam3ImageProcessor, Sam3Model, Sam3Processor
+    from transformers import Sam3Model
 
     torch.manual_seed(0)
     model = Sam3Model(config).to(device, dtype).eval()
-    size = config.vision_config.backbone_config.image_size
-    processor = Sam3Processor(Sam3ImageProcessor(size={"height": size, "width": size}), clip_tokenizer())
-    return PartSegmenter(model, processor, parts)
+    return PartSegmenter(model, sam3_processor(config.vision_config.backbone_config.image_size), parts)
 
 
 def timed(fn, images: list[Image.Image], batch_size: int, device: torch.device) -> float:
@@ -117,7 +81,7 @@ def main() -> None:
           f"cuda: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
     print(f"{'model (device, dtype)':<34} {'prompts':>7} {'batched img/s':>12} {'loop img/s':>12} {'ratio':>8}")
     cpu = torch.device("cpu")
-    compare("tiny (cpu, fp32)", segmenter(tiny_config(), cpu, torch.float32, parts), images, args.batch_size, cpu)
+    compare("tiny (cpu, fp32)", segmenter(tiny_sam3_config(), cpu, torch.float32, parts), images, args.batch_size, cpu)
     if args.skip_full:
         return
     from transformers import Sam3Config

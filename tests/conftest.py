@@ -53,7 +53,7 @@ def build_dir(_indexed_split_build, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def clip_tokenizer_dir(tmp_path_factory) -> Path:
     """A real CLIP BPE tokenizer (49,408 tokens, open_clip's ids) built offline and saved with save_pretrained."""
-    from t2iverw.baseline.tokenizer import build_clip_tokenizer
+    from t2iverw.clip_tokenizer import build_clip_tokenizer
 
     out = tmp_path_factory.mktemp("clip_tokenizer")
     build_clip_tokenizer(out)

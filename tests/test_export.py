@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from t2iverw.build import BuildDir
-from t2iverw.constants import GRID, PARTS
+from t2iverw.constants import GRID
 from t2iverw.errors import T2IError
 from t2iverw.export import export_dataset
 from t2iverw.grid import mask_to_grid, pack_grid

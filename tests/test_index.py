@@ -57,7 +57,7 @@ def test_bad_inputs_are_rejected_with_reasons(source, tmp_path):
 
 def test_selection_is_reproducible(synth_root, tmp_path):
     a = build_index(synth_root, tmp_path / "a", limit_ids=5, max_per_id=2, seed=3)
-    b = build_index(synth_root, tmp_path / "b", limit_ids=5, max_per_id=2, seed=3)
+    build_index(synth_root, tmp_path / "b", limit_ids=5, max_per_id=2, seed=3)
     ta, tb = (pq.read_table(tmp_path / d / "images.parquet") for d in "ab")
     assert a.identities == 5 and a.images <= 10 and ta.equals(tb)
     c = build_index(synth_root, tmp_path / "c", limit_ids=5, max_per_id=2, seed=4)

@@ -38,7 +38,7 @@ def save_random_clip(out: str | Path, clip_kwargs: dict) -> Path:
     """Write a randomly initialised CLIPModel (from CLIPConfig kwargs) and the offline CLIP tokenizer to `out`."""
     from transformers import CLIPConfig, CLIPModel
 
-    from t2iverw.baseline.tokenizer import build_clip_tokenizer
+    from t2iverw.clip_tokenizer import build_clip_tokenizer
 
     torch.manual_seed(0)
     CLIPModel(CLIPConfig(**clip_kwargs)).save_pretrained(out)

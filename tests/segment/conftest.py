@@ -13,43 +13,17 @@ import pytest
 import yaml
 
 from t2iverw.constants import PARTS
-
-TINY_IMAGE = 112  # 8x8 patches of 14 pixels
-
-
-def tiny_sam3_config():
-    from transformers import Sam3Config
-
-    def block(**kw):
-        return dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, **kw)
-
-    return Sam3Config(
-        vision_config=dict(
-            backbone_config=dict(
-                model_type="sam3_vit_model", num_hidden_layers=2, image_size=TINY_IMAGE, patch_size=14,
-                window_size=4, global_attn_indexes=[1], pretrain_image_size=TINY_IMAGE, **block(),
-            ),
-            fpn_hidden_size=32,
-            backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
-        ),
-        text_config=dict(vocab_size=49408, projection_dim=32, num_hidden_layers=1, max_position_embeddings=32, **block()),
-        geometry_encoder_config=block(num_layers=1),
-        detr_encoder_config=block(num_layers=1),
-        detr_decoder_config=block(num_layers=1, num_queries=8),
-        mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
-    )
-
+from t2iverw.segment.tiny import TINY_IMAGE, sam3_processor, tiny_sam3_config
 
 @pytest.fixture(scope="session")
-def tiny_sam3_dir(clip_tokenizer_dir, tmp_path_factory) -> Path:
+def tiny_sam3_dir(tmp_path_factory) -> Path:
     import torch
-    from transformers import AutoTokenizer, Sam3ImageProcessor, Sam3Model, Sam3Processor
+    from transformers import Sam3Model
 
     out = tmp_path_factory.mktemp("tiny_sam3")
     torch.manual_seed(0)
     Sam3Model(tiny_sam3_config()).save_pretrained(out)
-    image_processor = Sam3ImageProcessor(size={"height": TINY_IMAGE, "width": TINY_IMAGE})
-    Sam3Processor(image_processor, AutoTokenizer.from_pretrained(clip_tokenizer_dir)).save_pretrained(out)
+    sam3_processor(TINY_IMAGE).save_pretrained(out)
     return out
 
 

@@ -23,8 +23,8 @@ def clip_bpe_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
 
 
-def build_clip_tokenizer(out: str | Path, model_max_length: int = 77):
-    """Build the CLIP BPE tokenizer offline and save it to `out` with save_pretrained."""
+def build_clip_tokenizer(out: str | Path | None = None, model_max_length: int = 77):
+    """Build the CLIP BPE tokenizer offline; save it to `out` with save_pretrained when given."""
     from transformers import CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -34,5 +34,6 @@ def build_clip_tokenizer(out: str | Path, model_max_length: int = 77):
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, model_max_length=model_max_length)
-    tok.save_pretrained(out)
+    if out is not None:
+        tok.save_pretrained(out)
     return tok
