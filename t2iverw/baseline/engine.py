@@ -210,6 +210,9 @@ def plot_curve(metrics_path: Path, png: Path) -> None:
     ax_val.set(xlabel="epoch", ylabel="%", title="validation (held-out train identities)")
     if "val_r1" in records[0]:
         ax_val.legend()
+    else:
+        ax_val.text(0.5, 0.5, "no validation split (val_ratio: 0):\nthe last epoch is kept", ha="center",
+                    va="center", transform=ax_val.transAxes)
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")
