@@ -44,20 +44,23 @@ def segment(build: Path, model: str, parts_file, device, dtype, batch_size: int,
     from t2iverw.build import BuildDir
     from t2iverw.segment.model import load_segmenter
     from t2iverw.segment.prompts import load_parts
-    from t2iverw.segment.run import check_grid, parse_shard, segment_build
+    from t2iverw.segment.run import check_grid, coverage, parse_shard, pending_images, segment_build
     from t2iverw.segment.show import render_overlay
 
     bd = BuildDir.open(build)
     shard, grid_shape = parse_shard(shard), _grid(grid)
     check_grid(grid_shape, input_size)
-    segmenter = load_segmenter(model, load_parts(parts_file), device=device, dtype=dtype)
-    report = segment_build(bd, segmenter, batch_size=batch_size, grid=grid_shape, input_size=input_size,
-                           min_cover=min_cover, shard=shard, limit=limit)
-    click.echo(f"segmented {report.segmented} images, {len(report.failed)} failed")
-    for rec in report.failed[:5]:
-        click.echo(f"  failed {rec['image_id']}: {rec['reason']}")
+    if pending_images(bd, shard, limit):  # loading SAM3 takes minutes: only when there is work
+        segmenter = load_segmenter(model, load_parts(parts_file), device=device, dtype=dtype)
+        report = segment_build(bd, segmenter, batch_size=batch_size, grid=grid_shape, input_size=input_size,
+                               min_cover=min_cover, shard=shard, limit=limit)
+        click.echo(f"segmented {report.segmented} images, {len(report.failed)} failed")
+        for rec in report.failed[:5]:
+            click.echo(f"  failed {rec['image_id']}: {rec['reason']}")
+    else:
+        click.echo("nothing to segment: every image of this shard has a part record")
     click.echo(f"{'part':<8} {'found':>6} {'mean area':>9}")
-    for part, row in report.coverage.items():
+    for part, row in coverage(bd).items():
         click.echo(f"{part:<8} {row['found']:>6.1%} {row['mean_area']:>9.3f}")
     for image_id in list(bd.parts())[:preview]:
         click.echo(f"preview {render_overlay(bd, image_id, bd.root / PREVIEW_DIR / f'{image_id}.png')}")

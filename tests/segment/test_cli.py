@@ -27,3 +27,23 @@ def test_bad_shard_is_one_line_and_exit_2(build_dir):
 def test_grid_that_does_not_divide_the_input_is_refused_before_loading(build_dir):
     result = CliRunner().invoke(cli, ["segment", str(build_dir), "--grid", "25x25"])
     assert result.exit_code == 2 and "does not divide the input size 384" in result.output
+
+
+def test_nothing_pending_does_not_load_the_model(build_dir, tmp_path):
+    import numpy as np
+
+    from t2iverw.constants import GRID
+    from t2iverw.grid import pack_grid
+
+    bd = BuildDir.open(build_dir)
+    empty = {"size": [1, 1], "counts": "11"}
+    with bd.log_writer("parts") as log:
+        for image_id in bd.images(["image_id"]).column("image_id").to_pylist():
+            log.write({"image_id": image_id, "status": "ok", "masks": [empty] * 6, "scores": [0.0] * 6,
+                       "instances": [0] * 6, "area": [0.0] * 6,
+                       "grid": {"shape": list(GRID), "input_size": 384, "min_cover": 0.5,
+                                "cells": [pack_grid(np.zeros(GRID, bool))] * 6}})
+    # A model path that cannot load would exit 2 if the command tried to load it.
+    out = CliRunner().invoke(cli, ["segment", str(build_dir), "--model", str(tmp_path / "no-model")])
+    assert out.exit_code == 0, out.output
+    assert "nothing to segment" in out.output and "windows" in out.output
