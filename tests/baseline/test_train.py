@@ -59,8 +59,9 @@ def test_it_learns_colour_and_type(trained_run, export_dir, tmp_path):
     chance = 100 * np.mean([(ids == v).mean() for v in ids])  # expected R1 of a random ranking
     print(f"test R1/mAP: trained {trained['R1']:.1f}/{trained['mAP']:.1f}, "
           f"untrained {untrained['R1']:.1f}/{untrained['mAP']:.1f}, chance R1 {chance:.1f}")
-    assert trained["R1"] >= 2 * chance and trained["R1"] > untrained["R1"]
-    assert trained["mAP"] >= 1.5 * untrained["mAP"]  # mAP: steadier than R1 on 18 test identities
+    # Measured: trained 34.0/31.6, untrained 15.1/13.8, chance 5.9 (R1 is 34.0 at 10, 12 and 14 epochs alike).
+    assert trained["R1"] >= 3 * chance
+    assert trained["R1"] >= 1.5 * untrained["R1"] and trained["mAP"] >= 1.5 * untrained["mAP"]
 
 
 def test_run_directory_holds_logs_curve_and_no_test_identity(trained_run, export_dir):
