@@ -73,7 +73,7 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     step("train", "a tiny PFCVR (random CLIP backbone) from scratch on CPU; the real one is ViT-B/16")
     run = out / "run"
     train(load_config(TINY_CONFIG), dataset, run)
-    echo(f"  run directory {run} (checkpoints, log.jsonl, curve.png)")
+    echo(f"  run directory {run} (checkpoints, metrics.jsonl, curve.png)")
 
     step("predict + eval", "rank the test gallery for every test caption, then score the ranking")
     ranks = predict(run, dataset, run / "ranks.json")
