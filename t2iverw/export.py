@@ -65,10 +65,11 @@ def export_dataset(build: str | Path, out: str | Path, *, include_images: bool =
     grid = _grid_shape(parts)
     feats = features(grid, with_images=include_images)
     images = bd.images().to_pylist()
-    by_split = {
-        "train": [r for r in images if r["vehicle_id"] in set(split["train_ids"])],
-        "test": [r for r in images if r["vehicle_id"] in set(split["test_ids"])],
-    }
+    side = {v: name for name in ("train", "test") for v in split[f"{name}_ids"]}
+    by_split: dict[str, list[dict]] = {"train": [], "test": []}
+    for row in images:
+        if row["vehicle_id"] in side:
+            by_split[side[row["vehicle_id"]]].append(row)
 
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
