@@ -1,7 +1,8 @@
 """Rank the test gallery for every test caption with a trained run; write what `t2iverw eval` reads.
 
-Order (also of --scores): queries are the test rows that have a caption, in export row
-order; the gallery is every test row, in export row order.
+Order (also of --scores): the evaluator's documented order, so `t2iverw eval --scores`
+reads the matrix as written: queries are the captioned test rows sorted by caption_id,
+the gallery is every test row sorted by image_id (annotations/schema.md).
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def predict(
     test = load_export(str(dataset))["test"]
     cfg = model.cfg
     scores, query_rows = score_matrix(model, test, tokenizer, cfg.image_size, cfg.text_length, batch_size, device)
-    image_ids, caption_ids = test["image_id"], test["caption_id"]
-    order = ranking(scores, top_k)
-    ranks = {caption_ids[q]: [image_ids[j] for j in row] for q, row in zip(query_rows, order)}
+    query_ids = [test["caption_id"][q] for q in query_rows]
+    q_order = sorted(range(len(query_ids)), key=query_ids.__getitem__)
+    g_order = sorted(range(len(test)), key=test["image_id"].__getitem__)
+    scores = scores[np.ix_(q_order, g_order)]
+    query_ids, gallery_ids = [query_ids[i] for i in q_order], [test["image_id"][j] for j in g_order]
+    ranks = {q: [gallery_ids[j] for j in row] for q, row in zip(query_ids, ranking(scores, top_k))}
     write_json(out_ranks, ranks)
     if scores_path is not None:
         with atomic_path(scores_path) as tmp, open(tmp, "wb") as fh:

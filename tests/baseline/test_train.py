@@ -81,14 +81,37 @@ def test_predict_writes_full_rankings_in_score_order(trained_run, export_dir, tm
                                       "--out", str(tmp_path / "ranks.json"), "--scores", str(tmp_path / "s.npy")])
     assert result.exit_code == 0, result.output
     ranks, scores = json.loads((tmp_path / "ranks.json").read_text()), np.load(tmp_path / "s.npy")
-    queries = [c for c, t in zip(test["caption_id"], test["caption"]) if t]
+    queries = sorted(c for c, t in zip(test["caption_id"], test["caption"]) if t)  # the evaluator's order
+    gallery = sorted(test["image_id"])
     assert list(ranks) == queries and scores.shape == (len(queries), len(test))
     for q, row in zip(queries, scores):
-        assert sorted(ranks[q]) == sorted(test["image_id"])
-        assert ranks[q][0] == test["image_id"][int(np.argmax(row))]
+        assert sorted(ranks[q]) == gallery
+        assert ranks[q][0] == gallery[int(np.argmax(row))]
     predict(trained_run, export_dir, tmp_path / "top3.json", top_k=3)
     top3 = json.loads((tmp_path / "top3.json").read_text())
     assert all(top3[q] == ranks[q][:3] for q in queries)
+
+
+def test_eval_reads_predicted_scores_and_ranks_alike(trained_run, export_dir, tmp_path):
+    """The score matrix is written in eval's order, so both inputs give the same numbers,
+    also when the export's row order is not the id order (here: test rows reversed)."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from t2iverw.evaluation import evaluate_predictions
+
+    export = tmp_path / "export-reversed"  # load_dataset caches by directory name too
+    shutil.copytree(export_dir, export)
+    for shard in (export / "data").glob("test-*.parquet"):
+        table = pq.read_table(shard)
+        pq.write_table(table.take(list(reversed(range(table.num_rows)))), shard)
+    predict(trained_run, export, tmp_path / "ranks.json", tmp_path / "scores.npy")
+    by_ranks = evaluate_predictions(export, ranks=tmp_path / "ranks.json").metrics
+    by_scores = evaluate_predictions(export, scores=tmp_path / "scores.npy").metrics
+    ids = load_export(str(export))["test"]["image_id"]
+    assert ids[0] > ids[-1], "the export's rows must not be in id order for this test to mean anything"
+    assert by_ranks == by_scores
 
 
 def test_resume_after_kill_continues_from_the_saved_epoch(export_dir, tmp_path, capfd):
