@@ -57,10 +57,12 @@ def segment(build: Path, model: str, parts_file, device, dtype, batch_size: int,
         click.echo(f"segmented {report.segmented} images, {len(report.failed)} failed")
         for rec in report.failed[:5]:
             click.echo(f"  failed {rec['image_id']}: {rec['reason']}")
+        parts_found = report.coverage
     else:
         click.echo("nothing to segment: every image of this shard has a part record")
+        parts_found = coverage(bd)
     click.echo(f"{'part':<8} {'found':>6} {'mean area':>9}")
-    for part, row in coverage(bd).items():
+    for part, row in parts_found.items():
         click.echo(f"{part:<8} {row['found']:>6.1%} {row['mean_area']:>9.3f}")
     for image_id in list(bd.parts())[:preview]:
         click.echo(f"preview {render_overlay(bd, image_id, bd.root / PREVIEW_DIR / f'{image_id}.png')}")
