@@ -10,7 +10,8 @@ import importlib.resources
 from collections import Counter
 from pathlib import Path
 
-from datasets import Features
+from datasets import DatasetInfo, Features, SplitInfo
+from datasets.splits import SplitDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from t2iverw.constants import PARTS
@@ -19,8 +20,6 @@ from t2iverw.schema import DESCRIPTIONS, type_string
 
 def write_card(path: Path, feats: Features, summary, sizes: dict[str, int], split: dict,
                captions: dict[str, dict], parts: dict[str, dict]) -> None:
-    from t2iverw.export import dataset_info  # the YAML's dataset_info is the DatasetInfo of the export
-
     total = sum(summary.rows.values())
     data = DatasetCardData(
         license="other",
@@ -50,6 +49,14 @@ def write_card(path: Path, feats: Features, summary, sizes: dict[str, int], spli
         seg_models=_provenance(parts, "model"),
     )
     card.save(path)
+
+
+def dataset_info(feats: Features, rows: dict[str, int], sizes: dict[str, int]) -> DatasetInfo:
+    """The DatasetInfo (features + split sizes) that the card's YAML declares."""
+    splits = SplitDict()
+    for name, n in rows.items():
+        splits.add(SplitInfo(name=name, num_examples=n, num_bytes=sizes[name]))
+    return DatasetInfo(features=feats, splits=splits)
 
 
 def _provenance(records: dict[str, dict], *keys: str) -> list[tuple[str, int]]:

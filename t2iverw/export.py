@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import DatasetInfo, Features, SplitInfo
-from datasets.splits import SplitDict
+from datasets import Features
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
+from t2iverw.card import write_card
 from t2iverw.constants import GRID, PARTS
 from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
@@ -82,8 +82,6 @@ def export_dataset(build: str | Path, out: str | Path, *, include_images: bool =
         summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
                                 sum(r["image_id"] in captions for r in images),
                                 sum(r["image_id"] in parts for r in images), include_images, grid)
-        from t2iverw.card import write_card  # the card reads the summary; imported here to keep export importable alone
-
         write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
         _swap_into_place(tmp, out)
     finally:
@@ -187,11 +185,3 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def dataset_info(feats: Features, rows: dict[str, int], sizes: dict[str, int]) -> DatasetInfo:
-    """The DatasetInfo (features + split sizes) that the card's YAML declares."""
-    splits = SplitDict()
-    for name, n in rows.items():
-        splits.add(SplitInfo(name=name, num_examples=n, num_bytes=sizes[name]))
-    return DatasetInfo(features=feats, splits=splits)
