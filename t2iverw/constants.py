@@ -14,5 +14,8 @@ PATCH_SIZE = 16
 GRID: tuple[int, int] = (INPUT_SIZE // PATCH_SIZE, INPUT_SIZE // PATCH_SIZE)  # 24 x 24
 MIN_COVER = 0.5
 
+# precomputed augmented copies of the release, in its folder order (Darkimage/, Lightimage/, Noisyimage/)
+AUGMENTED: tuple[str, ...] = ("dark", "light", "noisy")
+
 TEST_RATIO = 0.3
 DEFAULT_SEED = 0

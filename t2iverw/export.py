@@ -25,6 +25,7 @@ from datasets import Features
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
+from t2iverw.caption.qa import qa_flags
 from t2iverw.card import write_card
 from t2iverw.constants import GRID, PARTS
 from t2iverw.errors import T2IError
@@ -141,16 +142,37 @@ def _to_table(bd, rows, captions, parts, feats, grid, schema) -> pa.Table:
         cols[col] = pa.array([r[col] for r in rows], type=schema.field(col).type)
     ids = [r["image_id"] for r in rows]
     cols["caption_id"] = pa.array(ids, type=pa.string())
-    cols["caption"] = pa.array([captions[i]["text"] if i in captions else None for i in ids], type=pa.string())
+    caps = [captions.get(i) for i in ids]
+    cols["caption"] = pa.array([c["text"] if c else None for c in caps], type=pa.string())
+    cols["captions"] = pa.array([caption_texts(c) if c else None for c in caps], type=schema.field("captions").type)
+    cols["caption_source"] = pa.array([caption_source(c) if c else None for c in caps], type=pa.string())
+    cols["caption_flags"] = pa.array([qa_flags(c["text"], r) if c else None for c, r in zip(caps, rows)],
+                                     type=schema.field("caption_flags").type)
     recs = [parts.get(i) for i in ids]
     cols["part_masks"] = pa.array(
         [[{"size": m["size"], "counts": m["counts"]} for m in p["masks"]] if p else None for p in recs],
         type=schema.field("part_masks").type)
     cols["part_scores"] = pa.array([p["scores"] if p else None for p in recs], type=schema.field("part_scores").type)
     cols["part_grid"] = _grid_array(recs, grid).cast(schema.field("part_grid").type)
+    cols["mim_seed"] = pa.nulls(len(rows), type=schema.field("mim_seed").type)
+    cols["prompt"] = pa.nulls(len(rows), type=pa.string())
     if "image" in feats:
         cols["image"] = pa.array(list(_image_structs(bd, rows)), type=schema.field("image").type)
     return pa.table({name: cols[name] for name in schema.names}, schema=schema)
+
+
+def caption_texts(record: dict) -> list[str]:
+    """Every caption of a caption record: `texts` when it holds several (a release), else its `text`."""
+    return list(record.get("texts") or [record["text"]])
+
+
+def caption_source(record: dict) -> str:
+    """The export's `caption_source` of a caption record (see t2iverw.schema.CAPTION_SOURCES)."""
+    source = record.get("source", "model")
+    if source == "human":
+        return "human-edited" if record.get("edited_from") is not None and record["text"] != record["edited_from"] \
+            else "human-accepted"
+    return source
 
 
 def _grid_array(recs: list[dict | None], grid: tuple[int, int]) -> pa.Array:
