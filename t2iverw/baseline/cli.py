@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import click
 
+CACHE_HELP = ("Load through datasets.load_dataset with this cache directory (default: a local export is read "
+              "straight from its Parquet shards, a hub id goes to the default Hugging Face cache).")
+
 
 @click.command("train")
 @click.option("--dataset", required=True, help="Export directory (`t2iverw export`) or hub id.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory (resumed if it has checkpoints).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config, e.g. benchmark/configs/pfcvr.yaml.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config: benchmark/configs/pfcvr.yaml (released code), pfcvr-aug.yaml, pfcvr-paper.yaml.")
 @click.option("--clip", help="CLIP hub id or local directory (overrides the config).")
 @click.option("--epochs", type=int, help="Override the number of epochs.")
-@click.option("--batch-size", type=int, help="Override the batch size.")
+@click.option("--batch-size", type=int, help="Override the global batch size (image-caption items).")
 @click.option("--no-plfa", is_flag=True, help="Switch off part-level alignment (ablation).")
 @click.option("--no-bmria", is_flag=True, help="Switch off bidirectional mask recovery (ablation).")
-@click.option("--no-aug", is_flag=True, help="Switch off the exposure/noise copies (ablation).")
+@click.option("--no-aug", is_flag=True, help="Switch off the dark/light/noisy copies (ablation).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config override (repeatable).")
-def train(dataset, out, config_path, clip, epochs, batch_size, no_plfa, no_bmria, no_aug, sets) -> None:
-    """Train the PFCVR reference baseline (run under `accelerate launch` for several GPUs)."""
-    from t2iverw.baseline.config import load_config, parse_override
+@click.option("--cache-dir", type=click.Path(file_okay=False), help=CACHE_HELP)
+def train(dataset, out, config_path, clip, epochs, batch_size, no_plfa, no_bmria, no_aug, sets, cache_dir) -> None:
+    """Train the PFCVR reference baseline (run under `accelerate launch` for several processes)."""
+    from t2iverw.baseline.config import config_from_options
     from t2iverw.baseline.engine import train as run_training
 
-    overrides = dict(parse_override(s) for s in sets)
-    flags = {"clip": clip, "epochs": epochs, "batch_size": batch_size}
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    overrides.update({name: False for name, off in (("plfa", no_plfa), ("bmria", no_bmria), ("aug", no_aug)) if off})
-    run = run_training(load_config(config_path, overrides), dataset, out)
+    off = [name for name, flag in (("plfa", no_plfa), ("bmria", no_bmria), ("aug", no_aug)) if flag]
+    cfg = config_from_options(config_path, sets, off, clip=clip, epochs=epochs, batch_size=batch_size)
+    run = run_training(cfg, dataset, out, cache_dir)
     click.echo(f"run written to {run}")
 
 
@@ -33,18 +36,33 @@ def train(dataset, out, config_path, clip, epochs, batch_size, no_plfa, no_bmria
 @click.option("--run", "run", required=True, type=click.Path(file_okay=False), help="Run directory from `t2iverw train`.")
 @click.option("--dataset", required=True, help="Export directory or hub id; its test split is ranked.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="ranks.json to write.")
-@click.option("--scores", type=click.Path(dir_okay=False), help="Also write the (queries x gallery) score matrix as .npy.")
-@click.option("--top-k", type=int, help="Keep the best K images per caption (default: the whole gallery).")
+@click.option("--scores", type=click.Path(dir_okay=False),
+              help="Also write the (queries x gallery) float32 score matrix: .npy, or .npz with the run's meta.")
+@click.option("--top-k", type=int, default=100, show_default=True, help="Images kept per query; 0 = the whole gallery.")
+@click.option("--full", is_flag=True, help="Rank the whole gallery for every query (same as --top-k 0).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
-def predict(run, dataset, out, scores, top_k, batch_size) -> None:
+@click.option("--device", help="torch device, e.g. cuda:1 or cpu (default: cuda when present).")
+@click.option("--num-workers", type=int, default=4, show_default=True, help="Image-decoding data-loader workers.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help=CACHE_HELP)
+def predict(run, dataset, out, scores, top_k, full, batch_size, device, num_workers, cache_dir) -> None:
     """Rank the test gallery for each test caption.
 
-    Score order: queries = test rows with a caption, in export row order; gallery = all
-    test rows, in export row order.
+    Order of ranks and scores (annotations/schema.md, "Evaluation ids"): queries are every
+    test caption sorted by query id (caption k > 0 of an image is `<caption_id>#<k>`), the
+    gallery is every test image sorted by image_id, whatever the export's row order. ranks.json
+    is {"meta": {...}, "ranks": {query_id: [image ids best first]}}.
     """
-    from t2iverw.baseline.predict import predict as run_predict
+    from pathlib import Path
 
-    click.echo(f"ranks written to {run_predict(run, dataset, out, scores, top_k, batch_size)}")
+    from t2iverw.baseline.config import load_config
+    from t2iverw.baseline.predict import predict as run_predict
+    from t2iverw.baseline.predict import run_meta
+
+    path = run_predict(run, dataset, out, scores, 0 if full else top_k, batch_size, device, num_workers, cache_dir)
+    click.echo(f"ranks written to {path}")
+    meta = run_meta(run, load_config(Path(run) / "config.yaml"))
+    if meta["selected_on_test"]:
+        click.echo(f"Warning: {meta['warning']}", err=True)
 
 
 commands = [train, predict]

@@ -1,158 +1,253 @@
-"""From the exported dataset to model batches: splits, tokens, augmentation, part grids.
+"""From the exported dataset to model batches: splits, caption items, augmentation, masks.
 
-The export (`t2iverw export`) is read with `datasets.load_dataset`. Part grids are stored
-on the 24x24 grid of a 384-pixel ViT-B/16 input; they are carried through the same
-flips and crops as the image and pooled onto the model's patch grid (a cell is on when
-any part of it is), so a smaller model input still gets its part masks.
+A local export is read straight from its Parquet shards (nothing is copied into the
+Hugging Face cache); a hub id, or any source with `cache_dir`, goes through
+`datasets.load_dataset`. The authors train on every (image, caption) pair, so a training
+item is one caption of one image.
+
+Part grids and the MIM seed are stored on the 24x24 grid of a 384-pixel ViT-B/16
+input. They go through the same flip and crop as their image (the released code flips
+the image but not its masks; we do not copy that) and are pooled onto the model's patch
+grid (a cell is on when any part of it is), so a smaller model input still gets them.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from t2iverw.baseline.config import Config
-from t2iverw.constants import PARTS
+from t2iverw.baseline.masking import mask_tokens, mim_cells
+from t2iverw.constants import AUGMENTED, GRID, PARTS
 from t2iverw.errors import T2IError
+from t2iverw.schema import query_id
 
-COLUMNS = ["image", "image_id", "vehicle_id", "caption_id", "caption", "part_grid"]
-VARIANTS = ("original", "over_exposed", "under_exposed", "noisy")
+COLUMNS = ["image", "image_id", "vehicle_id", "caption_id", "caption", "captions", "part_grid", "mim_seed"]
+COPY_COLUMNS = [f"image_{name}" for name in AUGMENTED]  # the release's precomputed dark, light, noisy copies
+VARIANTS = ("original", *AUGMENTED)  # the released stack order: original, dark, light, noisy
 
 
-def load_export(source: str):
-    """The exported DatasetDict (a local export directory or a hub id), heavy columns dropped."""
+def load_split(source: str | Path, split: str, columns: list[str] | None = None, cache_dir: str | None = None,
+               optional: list[str] | tuple = ()):
+    """One split of an export as a `datasets.Dataset` with only `columns` (default: COLUMNS),
+    plus those of `optional` that the export has."""
+    columns = columns or COLUMNS
+    local = Path(source)
+    if cache_dir is None and local.is_dir() and (local / "data").is_dir():
+        ds = _read_parquet(local, split, [*columns, *optional])
+    else:
+        ds = _load_dataset(str(source), split, cache_dir)
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise T2IError(f"dataset {str(source)!r} split {split!r} lacks column {missing[0]!r}")
+    return ds.select_columns(columns + [c for c in optional if c in ds.column_names])
+
+
+def _read_parquet(root: Path, split: str, columns: list[str]):
+    """The split's shards as one in-memory Arrow table; the features come from the shards' own metadata."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    files = sorted((root / "data").glob(f"{split}-*.parquet"))
+    if not files:
+        raise T2IError(f"dataset {str(root)!r} has no {split!r} split (no data/{split}-*.parquet)")
+    try:
+        present = set(pq.read_schema(files[0]).names)
+        table = pa.concat_tables([pq.read_table(f, columns=[c for c in columns if c in present]) for f in files])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise T2IError(f"cannot read {root} split {split!r}: {exc}".splitlines()[0]) from None
+    return datasets.Dataset(InMemoryTable(table))
+
+
+def _load_dataset(source: str, split: str, cache_dir: str | None):
     import datasets
 
     try:
-        dsd = datasets.load_dataset(str(source))
+        return datasets.load_dataset(source, split=split, cache_dir=cache_dir)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
         raise T2IError(f"cannot load dataset {source!r} (run `t2iverw export` first): {exc}".splitlines()[0]) from None
-    for split in ("train", "test"):
-        if split not in dsd:
-            raise T2IError(f"dataset {source!r} has no {split!r} split")
-        missing = sorted(set(COLUMNS) - set(dsd[split].column_names))
-        if missing:
-            raise T2IError(f"dataset {source!r} split {split!r} lacks column {missing[0]!r}")
-    return {split: dsd[split].select_columns(COLUMNS) for split in ("train", "test")}
+
+
+def captions_of(row_captions: list[str] | None, caption: str | None) -> list[str]:
+    """Every caption of a row (`captions`, or the single `caption` of an older export)."""
+    if row_captions:
+        return [c for c in row_captions if c]
+    return [caption] if caption else []
 
 
 @dataclass
 class TrainSplit:
-    """Training rows (with captions) of the fit identities, and the held-out validation rows."""
+    """Training items of the fit identities, and the held-out validation rows."""
 
-    fit: object  # datasets.Dataset
-    val: object  # datasets.Dataset (all rows of the held-out identities)
+    fit: object  # datasets.Dataset: rows of the fit identities that have a caption
+    items: list[tuple[int, int]]  # (row in fit, caption index): one per image-caption pair
+    val: object  # datasets.Dataset: all rows of the held-out identities
     classes: list[str]  # vehicle ids of the fit rows; label = index here
 
 
 def split_train(train, val_ratio: float, seed: int) -> TrainSplit:
     """Hold out `val_ratio` of the train identities for model selection (the test split is never used)."""
     ids = sorted(set(train["vehicle_id"]))
-    n_val = round(val_ratio * len(ids)) if val_ratio > 0 else 0
-    n_val = min(max(n_val, 1 if val_ratio > 0 else 0), len(ids) - 1)
+    n_val = min(max(round(val_ratio * len(ids)), 1), len(ids) - 1) if val_ratio > 0 else 0
     val_ids = set(random.Random(seed).sample(ids, n_val))
-    vids, captions = train["vehicle_id"], train["caption"]
-    fit_rows = [i for i, (v, c) in enumerate(zip(vids, captions)) if v not in val_ids and c]
+    texts = [captions_of(cs, c) for cs, c in zip(train["captions"], train["caption"])]
+    vids = train["vehicle_id"]
+    fit_rows = [i for i, (v, t) in enumerate(zip(vids, texts)) if v not in val_ids and t]
     if not fit_rows:
         raise T2IError("the train split has no captioned images; run `t2iverw caption` before exporting")
-    val_rows = [i for i, v in enumerate(vids) if v in val_ids]
+    items = [(j, k) for j, i in enumerate(fit_rows) for k in range(len(texts[i]))]
     fit = train.select(fit_rows)
-    return TrainSplit(fit=fit, val=train.select(val_rows), classes=sorted(set(fit["vehicle_id"])))
+    val = train.select([i for i, v in enumerate(vids) if v in val_ids])
+    return TrainSplit(fit=fit, items=items, val=val, classes=sorted(set(fit["vehicle_id"])))
 
 
 def tokenize(tokenizer, texts: list[str], length: int) -> dict[str, torch.Tensor]:
     return tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
 
 
-def mask_tokens(ids: torch.Tensor, attention: torch.Tensor, tokenizer, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT-style MLM masking of a *copy* of `ids` (80% mask token, 10% random, 10% kept).
-
-    Returns (masked ids, labels with -100 where nothing is predicted). The input tensor is
-    never modified: SDM and ID use it unmasked (IRRA's in-place bug).
-    """
-    ids = ids.clone()
-    special = torch.tensor(tokenizer.all_special_ids)
-    candidates = attention.bool() & ~torch.isin(ids, special)
-    chosen = candidates & (torch.rand(ids.shape) < ratio)
-    if candidates.any() and not chosen.any():  # always predict at least one token
-        chosen[candidates.nonzero()[torch.randint(int(candidates.sum()), (1,))].squeeze(0).unbind()] = True
-    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-    roll = torch.rand(ids.shape)
-    ids[chosen & (roll < 0.8)] = tokenizer.mask_token_id
-    random_ids = chosen & (roll >= 0.8) & (roll < 0.9)
-    ids[random_ids] = torch.randint(int(special.min()), (int(random_ids.sum()),))  # CLIP's special tokens come last
-    return ids, labels
-
-
 def pool_grid(mask: torch.Tensor, grid: int) -> torch.Tensor:
-    """(parts, H, W) mask -> (parts, grid, grid) bool: a cell is on when the part touches it."""
+    """(channels, H, W) mask -> (channels, grid, grid) bool: a cell is on when the mask touches it."""
     return F.adaptive_max_pool2d(mask.float()[None], grid)[0] > 0
 
 
-class TrainImages(Dataset):
-    """Augmented training samples; with `cfg.aug` every row also appears as 3 photometric copies."""
+def photometric(pixels: torch.Tensor, variant: str, cfg: Config) -> torch.Tensor:
+    """A generated copy of [0, 1] pixels: dark = pixels ** gamma_dark, light = pixels ** gamma_light,
+    noisy = pixels + N(0, noise_sigma) clipped to [0, 1]; the original is returned as is."""
+    if variant == "dark":
+        return v2.functional.adjust_gamma(pixels, cfg.gamma_dark)
+    if variant == "light":
+        return v2.functional.adjust_gamma(pixels, cfg.gamma_light)
+    if variant == "noisy":
+        return v2.functional.gaussian_noise(pixels, sigma=cfg.noise_sigma, clip=True)
+    return pixels
 
-    def __init__(self, rows, classes: list[str], tokenizer, cfg: Config, patch_size: int):
-        self.rows, self.tokenizer, self.cfg = rows, tokenizer, cfg
-        self.label = {v: i for i, v in enumerate(classes)}
+
+class TrainImages(Dataset):
+    """Training samples, one per image-caption item.
+
+    With `cfg.aug`, each item has four copies (original, dark, light, noisy). Grouped by
+    batch (the released scheme), an item is the list of its four copies, sharing one
+    caption and one MLM masking, and `collate` keeps them in one batch; grouped by epoch,
+    every copy is its own sample with its own masking and the epoch is four times longer.
+    """
+
+    def __init__(self, split: TrainSplit, tokenizer, cfg: Config, patch_size: int):
+        self.rows, self.items, self.tokenizer, self.cfg = split.fit, split.items, tokenizer, cfg
+        self.label = {v: i for i, v in enumerate(split.classes)}
         self.grid = cfg.image_size // patch_size
-        self.copies = len(VARIANTS) if cfg.aug else 1
+        self.variants = VARIANTS if cfg.aug else VARIANTS[:1]
+        self.per_epoch = len(self.variants) if cfg.aug and cfg.aug_grouping == "epoch" else 1
+        if cfg.aug and cfg.aug_source == "release":
+            missing = [c for c in COPY_COLUMNS if c not in self.rows.column_names]
+            if missing:
+                raise T2IError(f"aug_source: release needs the export's {', '.join(COPY_COLUMNS)} columns (export "
+                               f"with --augmented-copies; {missing[0]} is absent), or set aug_source: generated")
         size = cfg.image_size
-        self.geometric = v2.Compose(
-            [v2.Resize((size, size), antialias=True), v2.RandomHorizontalFlip(), v2.Pad(cfg.pad), v2.RandomCrop(size)]
-        )
-        self.noise = v2.GaussianNoise(sigma=cfg.noise_sigma)
+        steps: list = [v2.Resize((size, size), antialias=True), v2.RandomHorizontalFlip()]
+        if cfg.geometric_aug:
+            steps += [v2.Pad(cfg.pad), v2.RandomCrop(size)]
+        self.geometric = v2.Compose(steps)
         self.normalize = v2.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-        self.erase = v2.RandomErasing(p=cfg.erase_prob, value=0)
+        # the released erasing fills with the mean's values *after* normalisation
+        self.erase = (v2.RandomErasing(p=cfg.erase_prob, scale=tuple(cfg.erase_scale), value=list(OPENAI_CLIP_MEAN))
+                      if cfg.geometric_aug else v2.Identity())
 
     def __len__(self) -> int:
-        return len(self.rows) * self.copies
+        return len(self.items) * self.per_epoch
 
-    def __getitem__(self, index: int) -> dict:
-        row = self.rows[index // self.copies]
-        image = tv_tensors.Image(v2.functional.pil_to_tensor(row["image"].convert("RGB")))
-        h, w = image.shape[-2:]
-        parts = torch.tensor(row["part_grid"], dtype=torch.bool) if row["part_grid"] else torch.zeros(len(PARTS), 1, 1, dtype=torch.bool)
-        parts = tv_tensors.Mask(F.interpolate(parts[None].float(), size=(h, w), mode="nearest")[0].bool())
-        image, parts = self.geometric(image, parts)
-        pixels = self.photometric(v2.functional.to_dtype(image, torch.float32, scale=True), index % self.copies)
-        tokens = tokenize(self.tokenizer, [row["caption"]], self.cfg.text_length)
-        ids, attention = tokens["input_ids"][0], tokens["attention_mask"][0]
-        mlm_ids, mlm_labels = mask_tokens(ids, attention, self.tokenizer, self.cfg.mlm_ratio)
-        return {
-            "pixel_values": self.erase(self.normalize(pixels)).as_subclass(torch.Tensor),
-            "input_ids": ids,
-            "attention_mask": attention,
-            "mlm_ids": mlm_ids,
-            "mlm_labels": mlm_labels,
-            "part_grid": pool_grid(parts.as_subclass(torch.Tensor), self.grid),
-            "labels": torch.tensor(self.label[row["vehicle_id"]]),
-        }
+    def __getitem__(self, index: int) -> dict | list[dict]:
+        item = index // self.per_epoch
+        row_index, k = self.items[item]
+        row = self.rows[row_index]
+        tokens = tokenize(self.tokenizer, [captions_of(row["captions"], row["caption"])[k]], self.cfg.text_length)
+        text = {"input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0],
+                "labels": torch.tensor(self.label[row["vehicle_id"]]), "item": torch.tensor(item)}
+        if self.per_epoch > 1:  # one copy per sample
+            return self._copy(row, self.variants[index % self.per_epoch], self._masked(text))
+        text = self._masked(text)  # one masking shared by the copies, as released
+        copies = [self._copy(row, variant, text) for variant in self.variants]
+        return copies if self.cfg.aug else copies[0]
 
-    def photometric(self, pixels: torch.Tensor, variant: int) -> torch.Tensor:
-        """The paper's extra copies: gamma over-/under-exposure and Gaussian noise (variant 0 is the original)."""
-        name = VARIANTS[variant]
-        if name == "over_exposed":
-            return v2.functional.adjust_gamma(pixels, self.cfg.gamma_over)
-        if name == "under_exposed":
-            return v2.functional.adjust_gamma(pixels, self.cfg.gamma_under)
-        if name == "noisy":
-            return self.noise(pixels)
-        return pixels
+    def _masked(self, text: dict) -> dict:
+        mlm_ids, mlm_labels = mask_tokens(text["input_ids"], text["attention_mask"], self.tokenizer, self.cfg.mlm_ratio)
+        return {**text, "mlm_ids": mlm_ids, "mlm_labels": mlm_labels}
+
+    def _copy(self, row: dict, variant: str, text: dict) -> dict:
+        """One image of the item: its pixels, part grid and hidden MIM cells, transformed together."""
+        pixels = self._pixels(row, variant)
+        h, w = pixels.shape[-2:]
+        masks = torch.cat([self._parts(row), self._seed(row)[None]])  # (parts + 1, 24, 24)
+        masks = tv_tensors.Mask(F.interpolate(masks[None].float(), size=(h, w), mode="nearest")[0].bool())
+        pixels, masks = self.geometric(tv_tensors.Image(pixels), masks)
+        cells = pool_grid(masks.as_subclass(torch.Tensor), self.grid)
+        sample = {**text, "pixel_values": self.erase(self.normalize(pixels)).as_subclass(torch.Tensor),
+                  "part_grid": cells[:-1]}
+        if self.cfg.bmria:
+            seed = cells[-1] if self.cfg.mim_mask == "release" else None
+            sample["mim_hidden"] = mim_cells(seed, self.grid**2, self.cfg.mim_ratio).view(self.grid, self.grid)
+        return sample
+
+    def _pixels(self, row: dict, variant: str) -> torch.Tensor:
+        """[0, 1] float pixels of one copy: the export's own copy (`aug_source: release`) or a generated one."""
+        if variant != "original" and self.cfg.aug_source == "release":
+            return v2.functional.to_dtype(v2.functional.pil_to_tensor(row[f"image_{variant}"].convert("RGB")),
+                                          torch.float32, scale=True)
+        original = v2.functional.to_dtype(v2.functional.pil_to_tensor(row["image"].convert("RGB")), torch.float32,
+                                          scale=True)
+        return photometric(original, variant, self.cfg)
+
+    @staticmethod
+    def _parts(row: dict) -> torch.Tensor:
+        if row["part_grid"] is None:
+            return torch.zeros(len(PARTS), *GRID, dtype=torch.bool)
+        return torch.tensor(row["part_grid"], dtype=torch.bool)
+
+    def _seed(self, row: dict) -> torch.Tensor:
+        """The MIM seed: the release's `mask` grid, else the union of the part grids (how the release derives it)."""
+        if row["mim_seed"] is not None:
+            return torch.tensor(row["mim_seed"], dtype=torch.bool)
+        return self._parts(row).any(dim=0)
+
+
+def collate(samples: list[dict | list[dict]]) -> dict[str, torch.Tensor]:
+    """A batch; an item given as its list of copies contributes all of them, next to each other."""
+    flat = [copy for s in samples for copy in (s if isinstance(s, list) else [s])]
+    return default_collate(flat)
+
+
+@dataclass
+class Queries:
+    """Every caption of the captioned rows, sorted by query id (the evaluator's order)."""
+
+    ids: list[str]
+    texts: list[str]
+    labels: list[str]
+
+
+def queries(rows) -> Queries:
+    found = []
+    for cid, cs, c, v in zip(rows["caption_id"], rows["captions"], rows["caption"], rows["vehicle_id"]):
+        found += [(query_id(cid, k), text, v) for k, text in enumerate(captions_of(cs, c))]
+    found.sort(key=lambda q: q[0])
+    return Queries([q[0] for q in found], [q[1] for q in found], [q[2] for q in found])
 
 
 class EvalImages(Dataset):
-    """Resized, normalised images in row order, for encoding a gallery."""
+    """Resized, normalised images in the given row order, for encoding a gallery."""
 
-    def __init__(self, rows, image_size: int):
+    def __init__(self, rows, image_size: int, order: list[int] | None = None):
         self.rows = rows
+        self.order = list(range(len(rows))) if order is None else order
         self.transform = v2.Compose(
             [
                 v2.ToImage(),
@@ -163,7 +258,7 @@ class EvalImages(Dataset):
         )
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.order)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(self.rows[index]["image"].convert("RGB")).as_subclass(torch.Tensor)
+        return self.transform(self.rows[self.order[index]]["image"].convert("RGB")).as_subclass(torch.Tensor)

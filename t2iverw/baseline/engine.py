@@ -1,14 +1,19 @@
-"""The training loop: accelerate for devices / bf16 / multi-GPU, a checkpoint per epoch, resume.
+"""The training loop: accelerate for devices / bf16 / several processes, a checkpoint per epoch, resume.
 
 A run directory holds everything `predict` needs (config.yaml, clip/ with the backbone
-config and tokenizer, run.json, model.safetensors = the best epoch on validation) plus
-metrics.jsonl (one record per finished epoch), curve.png and checkpoints/epoch-NNNN.
+config and tokenizer, run.json, model.safetensors = the selected epoch) plus
+metrics.jsonl (one record per finished epoch), summary.json (which epoch was kept and
+how), curve.png and checkpoints/epoch-NNNN.
+
+`batch_size` is the global batch: under `accelerate launch` each process takes its
+slice of every batch (accelerate's split_batches), SDM is computed over the gathered
+global batch, and the schedule steps once per global batch, so N processes follow the
+single-process run.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -19,52 +24,62 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from t2iverw.baseline.config import Config
-from t2iverw.baseline.data import TrainImages, load_export, split_train
+from t2iverw.baseline.data import COLUMNS, COPY_COLUMNS, TrainImages, collate, load_split, split_train
 from t2iverw.baseline.model import build_model, load_clip, save_random_clip
-from t2iverw.baseline.retrieval import score_matrix
+from t2iverw.baseline.optim import lr_factor, param_groups
+from t2iverw.baseline.retrieval import encode, score_matrix
+from t2iverw.errors import T2IError
 from t2iverw.evaluation import evaluate
 from t2iverw.storage import JsonlWriter, atomic_path, read_jsonl, write_json, write_text
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
 WEIGHTS = "model.safetensors"
+EVAL_COLUMNS = ["image", "image_id", "vehicle_id", "caption_id", "caption", "captions"]
+TEST_WARNING = "model selected on the test split (selection: test, the authors' protocol): test numbers are optimistic"
 
 
-def train(cfg: Config, dataset: str | Path, out: str | Path) -> Path:
-    """Train PFCVR on the export at `dataset` into run directory `out`; resumes if `out` has checkpoints."""
+def make_accelerator(cfg: Config):
+    """The Accelerator every process of a run uses: bf16 autocast on CUDA only, global batches split over processes."""
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    precision = cfg.mixed_precision if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(mixed_precision=precision, dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if cfg.batch_size % accelerator.num_processes:
+        raise T2IError(f"batch_size {cfg.batch_size} (the global batch) is not divisible by the "
+                       f"{accelerator.num_processes} processes")
+    return accelerator
+
+
+def train_loader(data: TrainImages, cfg: Config) -> DataLoader:
+    return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=cfg.num_workers,
+                      persistent_workers=cfg.num_workers > 0)
+
+
+def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | None = None) -> Path:
+    """Train PFCVR on the export at `dataset` into run directory `out`; resumes if `out` has checkpoints."""
     from accelerate.utils import set_seed
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
+    accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
-    splits = split_train(load_export(str(dataset))["train"], cfg.val_ratio, cfg.seed)
+    copies = COPY_COLUMNS if cfg.aug and cfg.aug_source == "release" else []
+    train_rows = load_split(dataset, "train", COLUMNS, cache_dir, optional=copies)
+    splits = split_train(train_rows, cfg.val_ratio, cfg.seed)
+    test = load_split(dataset, "test", EVAL_COLUMNS, cache_dir) if cfg.selection == "test" else None
 
     clip, tokenizer = load_clip(_clip_source(cfg, out, accelerator), cfg.image_size)
     model = build_model(clip, tokenizer, cfg, len(splits.classes))
     if accelerator.is_main_process:
         _write_run_files(out, cfg, clip, tokenizer, splits.classes)
-
-    patch = clip.config.vision_config.patch_size
-    loader = DataLoader(
-        TrainImages(splits.fit, splits.classes, tokenizer, cfg, patch),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-    )
-    optimizer = torch.optim.Adam(
-        [
-            {"params": model.backbone_parameters(), "lr": cfg.lr},
-            {"params": model.new_parameters(), "lr": cfg.lr * cfg.new_module_lr_factor},
-        ],
-        weight_decay=cfg.weight_decay,
-    )
-    steps = len(loader)  # global batches per epoch: accelerate steps the scheduler once per process per step
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, cfg.warmup_epochs * steps, cfg.epochs * steps, cfg.warmup_factor)
-    )
+    data = TrainImages(splits, tokenizer, cfg, clip.config.vision_config.patch_size)
+    loader = train_loader(data, cfg)
+    optimizer = torch.optim.Adam(param_groups(model, cfg), betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+    steps = len(loader)  # global batches per epoch; with split_batches the scheduler steps once per global batch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, cfg))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     start, best = _resume(accelerator, out)
 
@@ -79,32 +94,46 @@ def train(cfg: Config, dataset: str | Path, out: str | Path) -> Path:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            for k, v in terms.items():
+            for k, v in {**terms, "loss": loss}.items():
                 sums[k] += v.item()
-            sums["loss"] += loss.item()
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
-        record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **{k: v / len(loader) for k, v in sums.items()}}
+        record = {"epoch": epoch + 1, "lr": cfg.lr * lr_factor(epoch * steps, steps, cfg),
+                  **_mean_over_ranks(accelerator, sums, len(loader)), "selection": cfg.selection}
+        if cfg.selection == "test":
+            record |= {"selected_on_test": True, "warning": TEST_WARNING}
         if accelerator.is_main_process:
-            record.update(_validate(accelerator.unwrap_model(model), splits.val, tokenizer, cfg, accelerator.device))
-            # R1 first, mAP breaks ties (small validation sets tie often); without validation the last epoch wins
-            score = record["val_r1"] + record["val_map"] / 1000 if "val_r1" in record else float(epoch)
-            if score >= best:
-                best = score
-                _save_weights(accelerator.unwrap_model(model), out / WEIGHTS)
+            unwrapped = accelerator.unwrap_model(model)
+            record.update(_retrieval(unwrapped, splits.val, tokenizer, cfg, accelerator.device, "val"))
+            if test is not None:
+                record.update(_retrieval(unwrapped, test, tokenizer, cfg, accelerator.device, "test"))
+            score = _selection_score(cfg, record)
+            if score > best["score"] or (score == best["score"] and cfg.selection != "test"):
+                best = {"score": score, "epoch": record["epoch"]}
+                _save_weights(unwrapped, out / WEIGHTS)
         accelerator.wait_for_everyone()
         _checkpoint(accelerator, out, record, best)
     if accelerator.is_main_process:
+        _write_summary(out, cfg, accelerator.num_processes)
         plot_curve(out / METRICS, out / "curve.png")
     accelerator.end_training()
     return out
 
 
-def warmup_cosine(step: int, warmup: int, total: int, start_factor: float) -> float:
-    """LR multiplier: linear from `start_factor` to 1 over `warmup` steps, then cosine to 0."""
-    if step < warmup:
-        return start_factor + (1 - start_factor) * step / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+def _mean_over_ranks(accelerator, sums: dict[str, float], batches: int) -> dict[str, float]:
+    """Per-batch means of the loss terms, averaged over the processes (each saw its own slices)."""
+    keys = sorted(sums)
+    values = torch.tensor([sums[k] / max(1, batches) for k in keys], device=accelerator.device)
+    values = accelerator.reduce(values, reduction="mean")
+    return dict(zip(keys, values.tolist()))
+
+
+def _selection_score(cfg: Config, record: dict) -> float:
+    """Higher is better. val: R1, mAP breaks ties; test: R1 (strictly better, as released); last: the epoch."""
+    if cfg.selection == "val":
+        return record["val_r1"] + record["val_map"] / 1000
+    if cfg.selection == "test":
+        return record["test_r1"]
+    return float(record["epoch"])
 
 
 def _clip_source(cfg: Config, out: Path, accelerator) -> str:
@@ -128,13 +157,13 @@ def _write_run_files(out: Path, cfg: Config, clip, tokenizer, classes: list[str]
     write_json(out / "run.json", {"classes": classes})
 
 
-def _validate(model, rows, tokenizer, cfg: Config, device) -> dict[str, float]:
-    if len(rows) == 0:
+def _retrieval(model, rows, tokenizer, cfg: Config, device, prefix: str) -> dict[str, float]:
+    """R1 and mAP of text-to-image retrieval on `rows` (every caption a query, every image in the gallery)."""
+    if rows is None or len(rows) == 0:
         return {}
-    scores, query_rows = score_matrix(model, rows, tokenizer, cfg.image_size, cfg.text_length, cfg.eval_batch_size, device)
-    labels = rows["vehicle_id"]
-    metrics = evaluate(scores, [labels[i] for i in query_rows], labels)
-    return {"val_r1": float(metrics["R1"]), "val_map": float(metrics["mAP"])}
+    enc = encode(model, rows, tokenizer, cfg.eval_batch_size, device)
+    metrics = evaluate(score_matrix(enc), enc.query_labels, enc.gallery_labels)
+    return {f"{prefix}_r1": float(metrics["R1"]), f"{prefix}_map": float(metrics["mAP"])}
 
 
 def _save_weights(model, path: Path) -> None:
@@ -145,7 +174,7 @@ def _save_weights(model, path: Path) -> None:
         save_file(state, str(tmp))
 
 
-def _checkpoint(accelerator, out: Path, record: dict, best: float) -> None:
+def _checkpoint(accelerator, out: Path, record: dict, best: dict) -> None:
     """Save the full training state for this epoch, then log its record; only the newest checkpoint is kept.
 
     The state goes to a temp folder renamed into place, so a kill mid-save leaves the
@@ -159,6 +188,7 @@ def _checkpoint(accelerator, out: Path, record: dict, best: float) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(tmp / "state.json", {"epoch": record["epoch"], "best": best, "record": record})
         tmp.rename(final)
@@ -176,11 +206,11 @@ def _log_once(out: Path, record: dict) -> None:
             log.write(record)
 
 
-def _resume(accelerator, out: Path) -> tuple[int, float]:
-    """(first epoch to run, best validation score so far) from the newest complete checkpoint."""
+def _resume(accelerator, out: Path) -> tuple[int, dict]:
+    """(first epoch to run, best selection score and its epoch) from the newest complete checkpoint."""
     done = sorted(p for p in (out / CHECKPOINTS).glob("epoch-*") if not p.name.endswith(".tmp"))
     if not done:
-        return 0, float("-inf")
+        return 0, {"score": float("-inf"), "epoch": None}
     accelerator.load_state(str(done[-1]))
     state = json.loads((done[-1] / "state.json").read_text())
     if accelerator.is_main_process:
@@ -189,8 +219,20 @@ def _resume(accelerator, out: Path) -> tuple[int, float]:
     return state["epoch"], state["best"]
 
 
+def _write_summary(out: Path, cfg: Config, processes: int) -> None:
+    """summary.json: which epoch model.safetensors holds, chosen how, and its record."""
+    state = json.loads(max((out / CHECKPOINTS).glob("epoch-*[0-9]")).joinpath("state.json").read_text())
+    records = {r["epoch"]: r for r in read_jsonl(out / METRICS)}
+    summary = {"config": cfg.name, "selection": cfg.selection, "selected_on_test": cfg.selection == "test",
+               "selected_epoch": state["best"]["epoch"], "epochs": cfg.epochs, "processes": processes,
+               "global_batch": cfg.batch_size, "selected": records.get(state["best"]["epoch"], {})}
+    if cfg.selection == "test":
+        summary["warning"] = TEST_WARNING
+    write_json(out / SUMMARY, summary)
+
+
 def plot_curve(metrics_path: Path, png: Path) -> None:
-    """Per-epoch loss terms and validation R1/mAP, side by side."""
+    """Per-epoch loss terms and held-out R1/mAP, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,16 +241,17 @@ def plot_curve(metrics_path: Path, png: Path) -> None:
     records = list(read_jsonl(metrics_path))
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "sdm", "id", "part_itc", "mlm", "mim"):
+    for key in ("loss", "sdm", "id", "part", "mlm", "mim"):
         if key in records[0]:
             ax_loss.plot(epochs, [r[key] for r in records], label=key)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="training losses")
     ax_loss.legend()
-    for key in ("val_r1", "val_map"):
-        if key in records[0]:
-            ax_val.plot(epochs, [r[key] for r in records], label=key)
-    ax_val.set(xlabel="epoch", ylabel="%", title="validation (held-out train identities)")
-    if "val_r1" in records[0]:
+    shown = [k for k in ("val_r1", "val_map", "test_r1", "test_map") if k in records[0]]
+    for key in shown:
+        ax_val.plot(epochs, [r[key] for r in records], label=key)
+    title = "selection on the TEST split" if "test_r1" in shown else "validation (held-out train identities)"
+    ax_val.set(xlabel="epoch", ylabel="%", title=title)
+    if shown:
         ax_val.legend()
     else:
         ax_val.text(0.5, 0.5, "no validation split (val_ratio: 0):\nthe last epoch is kept", ha="center",

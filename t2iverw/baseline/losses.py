@@ -1,4 +1,4 @@
-"""PFCVR's loss terms, one small function each, formulas as in IRRA / PFCVR.
+"""PFCVR's loss terms, one small function each, formulas as in IRRA / the released PFCVR code.
 
 All similarity-based terms use cosine similarity times a fixed scale (1 / temperature).
 """
@@ -29,8 +29,27 @@ def identity(image_logits: torch.Tensor, text_logits: torch.Tensor, labels: torc
     return (F.cross_entropy(image_logits, labels) + F.cross_entropy(text_logits, labels)) / 2
 
 
-def part_itc(visual: torch.Tensor, textual: torch.Tensor, present: torch.Tensor, scale: float) -> torch.Tensor:
-    """Part-level ITC over (batch, parts, dim) features, per part over the images showing it.
+def part_within_image(visual: torch.Tensor, textual: torch.Tensor, present: torch.Tensor, scale: float) -> torch.Tensor:
+    """The released part loss: per image, the P x P scaled cosines between its present parts'
+    visual and query features, binary cross-entropy against the identity in both directions
+    (averaged); summed over images and divided by the batch size.
+
+    The negatives of a part are the *other parts of the same image*. An image showing no
+    part adds zero (the released code would crash on it).
+    """
+    total = (visual.sum() + textual.sum()) * 0.0  # keeps the graph connected when no image shows a part
+    for v, t, on in zip(visual, textual, present):
+        if not on.any():
+            continue
+        logits = scale * F.normalize(v[on], dim=-1) @ F.normalize(t[on], dim=-1).t()
+        target = torch.eye(logits.shape[0], device=logits.device)
+        total = total + (F.binary_cross_entropy_with_logits(logits, target)
+                         + F.binary_cross_entropy_with_logits(logits.t(), target)) / 2
+    return total / visual.shape[0]
+
+
+def part_batch(visual: torch.Tensor, textual: torch.Tensor, present: torch.Tensor, scale: float) -> torch.Tensor:
+    """The paper's reading: per part, InfoNCE across the images of the batch that show it.
 
     An image without a part is left out of that part's contrast entirely (neither anchor
     nor negative); parts that no image in the batch shows add nothing.
@@ -53,10 +72,9 @@ def mlm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
-def mim(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """MAE-style pixel regression: MSE against per-patch normalised targets, on masked patches only."""
-    mean = target.mean(dim=-1, keepdim=True)
-    var = target.var(dim=-1, keepdim=True)
-    target = (target - mean) / (var + 1e-6).sqrt()
+def mim(pred: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Pixel regression as in the released code: per-patch MSE against the (CLIP-normalised)
+    pixels, with no per-patch normalisation, averaged over the hidden patches only."""
     per_patch = ((pred - target) ** 2).mean(dim=-1)
-    return (per_patch * masked).sum() / masked.sum().clamp(min=1)
+    hidden = hidden.float()
+    return (per_patch * hidden).sum() / hidden.sum().clamp(min=1)

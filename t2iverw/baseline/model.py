@@ -1,7 +1,9 @@
 """PFCVR: CLIP ViT-B/16 (IRRA's global alignment) plus PLFA and BMRIA.
 
 `forward` returns a dict of named, unweighted losses; a switched-off module is never
-built, so it neither computes a loss nor holds parameters.
+built, so it neither computes a loss nor holds parameters. The paper's readings of PLFA
+(`plfa_memory`, `part_pool`, `part_loss`) and MIM (`mim_mask`) are config switches; the
+defaults are the released code's (benchmark/FIDELITY.md).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2iverw.baseline import losses
+from t2iverw.baseline.bmria import MimBranch, MlmBranch
 from t2iverw.baseline.config import Config
+from t2iverw.baseline.distributed import gather
+from t2iverw.baseline.plfa import LearnedPool, PartDecoder, mean_pool
 from t2iverw.constants import PART_TEXT
 from t2iverw.errors import T2IError
 
@@ -47,7 +52,7 @@ def save_random_clip(out: str | Path, clip_kwargs: dict) -> Path:
 
 
 def resize_position_embeddings(clip, image_size: int) -> None:
-    """Bicubically interpolate the vision position embeddings to `image_size` for good (IRRA does the same)."""
+    """Interpolate the vision position embeddings to `image_size` for good (IRRA does the same)."""
     emb = clip.vision_model.embeddings
     if emb.image_size == image_size:
         return
@@ -87,43 +92,43 @@ class PFCVR(nn.Module):
         self.scale = 1.0 / cfg.temperature
         self.patch_size = clip.config.vision_config.patch_size
         self.grid = cfg.image_size // self.patch_size
+        patches = self.grid**2
         width = clip.config.projection_dim
         if width % cfg.heads:
             raise T2IError(f"heads={cfg.heads} does not divide the CLIP projection width {width}")
         self.classifier = nn.Linear(width, num_classes)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.zeros_(self.classifier.bias)
         if cfg.plfa:
-            self.part_queries = nn.Parameter(torch.randn(len(PART_TEXT), width) * width**-0.5)
-            self.part_decoder = _decoder(width, cfg.heads, cfg.part_decoder_layers)
+            self.part_queries = nn.Embedding(len(PART_TEXT), width)
+            self.part_decoder = PartDecoder(width, cfg.heads, cfg.part_decoder_layers, cfg.part_ffn, cfg.part_dropout)
+            if cfg.part_pool == "learned":
+                self.part_pool = LearnedPool(patches)
             self.register_buffer("part_ids", part_tokens["input_ids"], persistent=False)
             self.register_buffer("part_mask", part_tokens["attention_mask"].bool(), persistent=False)
         if cfg.bmria:
-            vocab = clip.config.text_config.vocab_size
-            self.mlm_cross = nn.MultiheadAttention(width, cfg.heads, batch_first=True)
-            self.mlm_norm = nn.LayerNorm(width)
-            layer = nn.TransformerEncoderLayer(width, cfg.heads, 4 * width, 0.0, "gelu", batch_first=True, norm_first=True)
-            self.mlm_encoder = nn.TransformerEncoder(layer, cfg.mlm_layers, enable_nested_tensor=False)
-            self.mlm_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab))
-            self.mim_token = nn.Parameter(torch.zeros(3, 1, 1))
-            self.mim_decoder = _decoder(width, cfg.heads, cfg.mim_layers)
-            self.mim_head = nn.Linear(width, 3 * self.patch_size**2)
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.clip.parameters() if p.requires_grad]
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        """The randomly initialised modules (classifier, PLFA, BMRIA), trained at a higher rate."""
-        ids = {id(p) for p in self.clip.parameters()}
-        return [p for p in self.parameters() if id(p) not in ids]
+            self.mlm = MlmBranch(width, cfg.heads, cfg.mlm_layers, clip.config.text_config.vocab_size)
+            self.mim = MimBranch(width, cfg.heads, cfg.mim_head_dim, cfg.mim_layers, patches, 3 * self.patch_size**2)
 
     # --- encoders --------------------------------------------------------------
-    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + patches, width): the projected CLS and patch tokens."""
-        hidden = self.clip.vision_model(pixel_values=pixels).last_hidden_state
-        return self.clip.visual_projection(self.clip.vision_model.post_layernorm(hidden))
+    def image_tokens(self, pixels: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1 + patches, width): the projected CLS and patch tokens.
 
-    def text_tokens(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, length, width): the projected token states (final layer norm included)."""
-        hidden = self.clip.text_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        With `kept` (B, n) patch indices, only CLS and those patches enter the encoder
+        (MAE-style: hidden patches are dropped, not replaced).
+        """
+        vision = self.clip.vision_model
+        x = vision.embeddings(pixels)
+        if kept is not None:
+            patches = x[:, 1:].gather(1, kept[..., None].expand(-1, -1, x.shape[-1]))
+            x = torch.cat([x[:, :1], patches], dim=1)
+        hidden = vision.encoder(inputs_embeds=vision.pre_layrnorm(x)).last_hidden_state
+        return self.clip.visual_projection(vision.post_layernorm(hidden))
+
+    def text_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, length, width): projected token states under CLIP's causal mask only, as the released
+        code encodes text (the end-of-text state does not depend on the padding after it)."""
+        hidden = self.clip.text_model(input_ids=ids).last_hidden_state
         return self.clip.text_projection(hidden)
 
     @staticmethod
@@ -136,75 +141,77 @@ class PFCVR(nn.Module):
         return F.normalize(self.image_tokens(pixels)[:, 0].float(), dim=-1)
 
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.eot(self.text_tokens(ids, mask), mask).float(), dim=-1)
+        return F.normalize(self.eot(self.text_tokens(ids), mask).float(), dim=-1)
 
     # --- training --------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Unweighted losses by name for one batch (see data.collate for the keys)."""
         img = self.image_tokens(batch["pixel_values"])
-        txt = self.text_tokens(batch["input_ids"], batch["attention_mask"])
+        txt = self.text_tokens(batch["input_ids"])
         image_feat, text_feat = img[:, 0].float(), self.eot(txt, batch["attention_mask"]).float()
+        all_image, all_text, all_labels = gather(image_feat, text_feat, batch["labels"])
         out = {
-            "sdm": losses.sdm(image_feat, text_feat, batch["labels"], self.scale),
+            "sdm": losses.sdm(all_image, all_text, all_labels, self.scale),
             "id": losses.identity(self.classifier(image_feat), self.classifier(text_feat), batch["labels"]),
         }
         if self.cfg.plfa:
             visual, textual, present = self.parts(img, txt, batch)
-            out["part_itc"] = losses.part_itc(visual.float(), textual.float(), present, self.scale)
+            part_loss = losses.part_within_image if self.cfg.part_loss == "within_image" else losses.part_batch
+            out["part"] = part_loss(visual.float(), textual.float(), present, self.scale)
         if self.cfg.bmria:
             out["mlm"] = self.mlm_loss(img, batch)
             out["mim"] = self.mim_loss(txt, batch)
         return out
 
     def parts(self, img: torch.Tensor, txt: torch.Tensor, batch: dict):
-        """PLFA: (visual, textual, present) part features, each (B, parts, width) / (B, parts)."""
-        b, n_parts = txt.shape[0], self.part_queries.shape[0]
-        part_txt = self.text_tokens(self.part_ids, self.part_mask)  # (parts, Lp, width)
+        """PLFA: (visual, textual, present) part features, (B, parts, width) twice and (B, parts)."""
+        grid = batch["part_grid"].flatten(2)  # (B, parts, patches)
+        present = grid.any(-1)
+        tokens = img[:, 1:]
+        visual = self.part_pool(tokens, grid) if self.cfg.part_pool == "learned" else mean_pool(tokens, grid)
+        if self.cfg.plfa_memory == "image":
+            textual = self._queries_on_image(img[:, 0], present)
+        else:
+            textual = self._queries_on_caption(txt, batch["attention_mask"].bool())
+        return visual, textual, present
+
+    def _queries_on_image(self, cls: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The released memory: one token per part the image shows, image CLS + that part text's mean state."""
+        part_txt = self.text_tokens(self.part_ids).mean(dim=1)  # (parts, width), every position (released)
+        memory = cls[:, None] + part_txt[None].to(cls.dtype)
+        padding = ~present & present.any(dim=1, keepdim=True)  # an image showing no part attends to all (unused)
+        queries = self.part_queries.weight[None].expand(cls.shape[0], -1, -1).to(memory.dtype)
+        return self.part_decoder(queries, memory, padding)
+
+    def _queries_on_caption(self, txt: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
+        """The paper's memory: each part query reads its part text and the whole caption."""
+        b, n_parts = txt.shape[0], self.part_ids.shape[0]
+        part_txt = self.text_tokens(self.part_ids)  # (parts, Lp, width)
         memory = torch.cat([part_txt[None].expand(b, -1, -1, -1), txt[:, None].expand(-1, n_parts, -1, -1)], dim=2)
-        memory_mask = torch.cat(
-            [self.part_mask[None].expand(b, -1, -1), batch["attention_mask"].bool()[:, None].expand(-1, n_parts, -1)], dim=2
-        )
-        queries = self.part_queries[None].expand(b, -1, -1).reshape(b * n_parts, 1, -1)
-        textual = self.part_decoder(
-            queries.to(memory.dtype),
-            memory.reshape(b * n_parts, memory.shape[2], -1),
-            memory_key_padding_mask=~memory_mask.reshape(b * n_parts, -1),
-        ).reshape(b, n_parts, -1)
-        grid = batch["part_grid"].flatten(2).to(img.dtype)  # (B, parts, patches)
-        visual = grid @ img[:, 1:] / grid.sum(-1, keepdim=True).clamp(min=1)
-        return visual, textual, batch["part_grid"].flatten(2).any(-1)
+        keep = torch.cat([self.part_mask[None].expand(b, -1, -1), caption_mask[:, None].expand(-1, n_parts, -1)], dim=2)
+        queries = self.part_queries.weight[None].expand(b, -1, -1).reshape(b * n_parts, 1, -1).to(memory.dtype)
+        out = self.part_decoder(queries, memory.flatten(0, 1), ~keep.flatten(0, 1))
+        return out.view(b, n_parts, -1)
 
     def mlm_loss(self, img: torch.Tensor, batch: dict) -> torch.Tensor:
-        """BMRIA text branch: masked caption tokens recovered with the help of the image tokens."""
-        q = self.text_tokens(batch["mlm_ids"], batch["attention_mask"])
-        kv = self.mlm_norm(img)
-        x = q + self.mlm_cross(q, kv, kv, need_weights=False)[0]
-        x = self.mlm_encoder(x, src_key_padding_mask=~batch["attention_mask"].bool())
+        """BMRIA text branch: masked caption tokens recovered from where they look in the image."""
+        logits = self.mlm(self.text_tokens(batch["mlm_ids"]), img)
         labels = batch["mlm_labels"]
         keep = labels != -100
-        return losses.mlm(self.mlm_head(x[keep]).float(), labels[keep])
+        return losses.mlm(logits[keep].float(), labels[keep])
 
     def mim_loss(self, txt: torch.Tensor, batch: dict) -> torch.Tensor:
-        """BMRIA image branch: masked patches' pixels regressed from the visible ones plus the caption."""
-        pixels = batch["pixel_values"]
+        """BMRIA image branch: hidden patches' pixels regressed from the visible ones and the caption."""
+        pixels, hidden = batch["pixel_values"], batch["mim_hidden"].flatten(1)
         b, p, g = pixels.shape[0], self.patch_size, self.grid
-        n_mask = max(1, round(self.cfg.mim_ratio * g * g))
-        order = torch.rand(b, g * g, device=pixels.device).argsort(dim=1)
-        masked = torch.zeros(b, g * g, device=pixels.device)
-        masked.scatter_(1, order[:, :n_mask], 1.0)
-        cover = masked.reshape(b, 1, g, 1, g, 1).expand(-1, -1, -1, p, -1, p).reshape(b, 1, g * p, g * p)
-        tokens = self.image_tokens(pixels * (1 - cover) + self.mim_token * cover)[:, 1:]
-        x = self.mim_decoder(tokens, txt, memory_key_padding_mask=~batch["attention_mask"].bool())
+        kept = (~hidden).nonzero()[:, 1].view(b, -1)
+        pred = self.mim(self.image_tokens(pixels, kept), hidden, txt)
         target = pixels.reshape(b, 3, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(b, g * g, p * p * 3)
-        return losses.mim(self.mim_head(x).float(), target.float(), masked)
-
-
-def _decoder(width: int, heads: int, layers: int) -> nn.TransformerDecoder:
-    layer = nn.TransformerDecoderLayer(width, heads, 4 * width, 0.0, "gelu", batch_first=True, norm_first=True)
-    return nn.TransformerDecoder(layer, layers)
+        return losses.mim(pred.float(), target.float(), hidden)
 
 
 def build_model(clip, tokenizer, cfg: Config, num_classes: int) -> PFCVR:
     """PFCVR around a loaded CLIP; the part texts ("Car windows", ...) are tokenised once here."""
-    part_tokens = tokenizer(list(PART_TEXT), padding=True, return_tensors="pt")
+    part_tokens = tokenizer(list(PART_TEXT), padding="max_length", max_length=cfg.text_length, truncation=True,
+                            return_tensors="pt")
     return PFCVR(clip, cfg, num_classes, dict(part_tokens))

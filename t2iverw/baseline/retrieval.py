@@ -1,39 +1,70 @@
-"""Encode captions and images with a trained model and score every caption against every image.
+"""Encode captions and images with a trained model, then score and rank the gallery in blocks.
 
-Order is the contract `t2iverw eval` relies on: queries are the rows that have a
-caption, in row order; the gallery is every row, in row order.
+Order is the evaluator's (annotations/schema.md, "Evaluation ids"): queries are every
+caption of the captioned rows, sorted by query id (`t2iverw.schema.query_id`); the
+gallery is every row, sorted by image_id. Scores are produced a block of queries at a
+time, so the whole (queries x gallery) matrix never has to sit in memory.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from t2iverw.baseline.data import EvalImages, tokenize
+from t2iverw.baseline.data import EvalImages, queries, tokenize
+
+
+@dataclass
+class Encoded:
+    """Normalised features in evaluation order, with the ids and vehicle ids of both sides."""
+
+    query_ids: list[str]
+    query_labels: list[str]
+    queries: torch.Tensor  # (queries, width) float32, CPU
+    gallery_ids: list[str]
+    gallery_labels: list[str]
+    gallery: torch.Tensor  # (gallery, width) float32, CPU
 
 
 @torch.no_grad()
-def score_matrix(model, rows, tokenizer, image_size: int, text_length: int, batch_size: int, device, num_workers: int = 0):
-    """(scores, query_rows): cosine similarities (queries x gallery) and the row index of each query."""
+def encode(model, rows, tokenizer, batch_size: int, device, num_workers: int = 0) -> Encoded:
+    """Features of every query caption and every gallery image of `rows`."""
     model.eval()
-    query_rows = [i for i, c in enumerate(rows["caption"]) if c]
-    captions = [rows["caption"][i] for i in query_rows]
+    cfg = model.cfg
+    q = queries(rows)
     texts = []
-    for start in tqdm(range(0, len(captions), batch_size), desc="encode text", unit="batch", leave=False):
-        tok = tokenize(tokenizer, captions[start : start + batch_size], text_length).to(device)
+    for start in tqdm(range(0, len(q.texts), batch_size), desc="encode text", unit="batch", leave=False):
+        tok = tokenize(tokenizer, q.texts[start : start + batch_size], cfg.text_length).to(device)
         texts.append(model.encode_text(tok["input_ids"], tok["attention_mask"]).cpu())
-    images = []
-    loader = DataLoader(EvalImages(rows, image_size), batch_size=batch_size, num_workers=num_workers)
-    for pixels in tqdm(loader, desc="encode images", unit="batch", leave=False):
-        images.append(model.encode_image(pixels.to(device)).cpu())
-    scores = torch.cat(texts) @ torch.cat(images).t()
-    return scores.numpy(), query_rows
+    image_ids, labels = rows["image_id"], rows["vehicle_id"]
+    order = sorted(range(len(image_ids)), key=image_ids.__getitem__)
+    loader = DataLoader(EvalImages(rows, cfg.image_size, order), batch_size=batch_size, num_workers=num_workers)
+    images = [model.encode_image(pixels.to(device)).cpu()
+              for pixels in tqdm(loader, desc="encode images", unit="batch", leave=False)]
+    width = model.clip.config.projection_dim
+    return Encoded(q.ids, q.labels, torch.cat(texts) if texts else torch.zeros(0, width),
+                   [image_ids[i] for i in order], [labels[i] for i in order], torch.cat(images))
+
+
+@torch.no_grad()
+def score_blocks(enc: Encoded, block: int = 1024, device="cpu") -> Iterator[tuple[int, np.ndarray]]:
+    """(first query index, float32 scores of up to `block` queries x the whole gallery), in query order."""
+    gallery = enc.gallery.to(device)
+    for start in range(0, len(enc.query_ids), block):
+        yield start, (enc.queries[start : start + block].to(device) @ gallery.t()).float().cpu().numpy()
+
+
+def score_matrix(enc: Encoded) -> np.ndarray:
+    """The whole (queries x gallery) matrix: for validation-sized splits only."""
+    return np.concatenate([s for _, s in score_blocks(enc)]) if enc.query_ids else np.zeros((0, len(enc.gallery_ids)))
 
 
 def ranking(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
-    """Gallery indices per query, best first (stable, so ties keep row order)."""
+    """Gallery indices per query, best first; ties keep gallery (id) order, as the evaluator breaks them."""
     order = np.argsort(-scores, axis=1, kind="stable")
-    return order if top_k is None else order[:, :top_k]
-
+    return order if not top_k else order[:, :top_k]

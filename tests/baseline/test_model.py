@@ -7,15 +7,23 @@ import shutil
 import pytest
 import torch
 import yaml
-from torch.utils.data import default_collate
 
-from t2iverw.baseline.config import load_config
-from t2iverw.baseline.data import TrainImages, load_export, split_train
+from t2iverw.baseline import losses
+from t2iverw.baseline.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG,
+                                     config_from_options, load_config)
+from t2iverw.baseline.data import TrainImages, collate, load_split, split_train
 from t2iverw.baseline.model import build_model, load_clip
 
-from t2iverw.baseline.config import TINY_CONFIG
-
-SWITCHES = [(False, False), (True, False), (False, True), (True, True)]
+# the sizes of the tiny config, to build any config's modules on the tiny backbone
+TINY_SIZES = ("image_size", "heads", "part_decoder_layers", "part_ffn", "mlm_layers", "mim_layers", "mim_head_dim",
+              "text_length", "temperature")
+PAPER = {k: v for k, v in yaml.safe_load(PFCVR_PAPER_CONFIG.read_text()).items()
+         if k in ("plfa_memory", "part_pool", "part_loss", "mim_mask", "mim_ratio")}
+# DETR's first decoder layer runs self-attention on its all-zero target: the values are equal, so its
+# query/key projections get no gradient (nor, while its biases are zero, its output projection and
+# first norm). True of the released decoder as well.
+DETR_FIRST_LAYER = {"part_decoder.layers.0.self_attn.in_proj_weight", "part_decoder.layers.0.self_attn.out_proj.weight",
+                    "part_decoder.layers.0.norm1.weight"}
 
 
 @pytest.fixture(scope="session")
@@ -33,22 +41,32 @@ def tiny_clip_dir(clip_tokenizer_dir, tmp_path_factory):
     return out
 
 
+def tiny_cfg(tiny_clip_dir, base=TINY_CONFIG, **overrides):
+    """`base`'s behaviour at the tiny config's sizes, on the tiny backbone."""
+    tiny = load_config(TINY_CONFIG)
+    sizes = {k: getattr(tiny, k) for k in TINY_SIZES}
+    return load_config(base, {**sizes, "clip": str(tiny_clip_dir), "random_clip": None, "aug_source": "generated",
+                              **overrides})
+
+
 @pytest.fixture(scope="session")
-def batch_and_parts(export_dir, tiny_clip_dir):
-    cfg = load_config(TINY_CONFIG, {"clip": str(tiny_clip_dir), "random_clip": None})
-    clip, tokenizer = load_clip(tiny_clip_dir, cfg.image_size)
-    split = split_train(load_export(str(export_dir))["train"], cfg.val_ratio, cfg.seed)
-    data = TrainImages(split.fit, split.classes, tokenizer, cfg, clip.config.vision_config.patch_size)
-    torch.manual_seed(0)
-    batch = default_collate([data[i] for i in range(8)])  # two rows, each in all four augmented copies
-    return cfg, tokenizer, split.classes, batch
+def train_split(export_dir):
+    return split_train(load_split(str(export_dir), "train"), 0, 0)
 
 
-def _model(cfg, tiny_clip_dir, classes, plfa: bool, bmria: bool):
-    cfg = load_config(TINY_CONFIG, {"clip": str(tiny_clip_dir), "random_clip": None, "plfa": plfa, "bmria": bmria})
+@pytest.fixture(scope="session")
+def batch(train_split, tiny_clip_dir):
+    cfg = tiny_cfg(tiny_clip_dir)
+    _, tokenizer = load_clip(tiny_clip_dir, cfg.image_size)
+    data = TrainImages(train_split, tokenizer, cfg, 8)
+    torch.manual_seed(0)
+    return collate([data[i] for i in range(6)])
+
+
+def model_for(cfg, tiny_clip_dir, classes: int = 50):
     clip, tokenizer = load_clip(tiny_clip_dir, cfg.image_size)
     torch.manual_seed(0)
-    return build_model(clip, tokenizer, cfg, len(classes))
+    return build_model(clip, tokenizer, cfg, classes)
 
 
 def test_position_embeddings_are_interpolated_to_the_input_size(tiny_clip_dir):
@@ -60,46 +78,99 @@ def test_position_embeddings_are_interpolated_to_the_input_size(tiny_clip_dir):
     assert tokenizer.mask_token_id == clip.config.text_config.vocab_size - 1  # MLM's mask token was added
 
 
-@pytest.mark.parametrize("plfa,bmria", SWITCHES)
-def test_losses_are_finite_and_gradients_reach_exactly_the_switched_on_modules(batch_and_parts, tiny_clip_dir, plfa, bmria):
-    cfg, _, classes, batch = batch_and_parts
-    model = _model(cfg, tiny_clip_dir, classes, plfa, bmria)
+VARIANTS = {
+    "release": {},
+    "paper": PAPER,
+    "release, no plfa": {"plfa": False},
+    "release, no bmria": {"bmria": False},
+    "paper, no plfa, no bmria": {**PAPER, "plfa": False, "bmria": False},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gradients_reach_exactly_the_switched_on_modules(batch, tiny_clip_dir, variant):
+    cfg = tiny_cfg(tiny_clip_dir, **VARIANTS[variant])
+    model = model_for(cfg, tiny_clip_dir)
     ids_before = batch["input_ids"].clone()
     terms = model(batch)
-    expected = {"sdm", "id"} | ({"part_itc"} if plfa else set()) | ({"mlm", "mim"} if bmria else set())
+    expected = {"sdm", "id"} | ({"part"} if cfg.plfa else set()) | ({"mlm", "mim"} if cfg.bmria else set())
     assert set(terms) == expected
     assert all(t.shape == () and torch.isfinite(t) for t in terms.values())
     sum(terms.values()).backward()
     assert torch.equal(batch["input_ids"], ids_before)  # nothing masks the SDM/ID tokens in place
-    names = {n for n, _ in model.named_parameters()}
-    assert any(n.startswith("part_") for n in names) == plfa
-    assert any(n.startswith(("mlm_", "mim_")) for n in names) == bmria
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
-    assert no_grad == []
+    modules = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert modules == ({"clip", "classifier"} | ({"part_queries", "part_decoder"} if cfg.plfa else set())
+                       | ({"part_pool"} if cfg.plfa and cfg.part_pool == "learned" else set())
+                       | ({"mlm", "mim"} if cfg.bmria else set()))
+    no_grad = {n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())}
+    assert no_grad == (DETR_FIRST_LAYER if cfg.plfa else set())
 
 
-def test_batch_keeps_caption_tokens_unmasked_and_pools_part_grids(batch_and_parts):
-    cfg, tokenizer, _, batch = batch_and_parts
-    predicted = batch["mlm_labels"] != -100
-    assert predicted.any(dim=1).all()
-    assert torch.equal(batch["input_ids"][predicted], batch["mlm_labels"][predicted])
-    assert not torch.equal(batch["input_ids"], batch["mlm_ids"])
-    assert batch["part_grid"].shape == (8, 6, 8, 8) and batch["part_grid"].dtype == torch.bool
-    assert batch["part_grid"].any()
+def test_release_part_queries_never_read_the_caption_and_the_papers_do(batch, tiny_clip_dir):
+    other = dict(batch, input_ids=batch["input_ids"].flip(0), attention_mask=batch["attention_mask"].flip(0))
+    for memory, reads_caption in (("image", False), ("caption", True)):
+        model = model_for(tiny_cfg(tiny_clip_dir, plfa_memory=memory), tiny_clip_dir).eval()
+        with torch.no_grad():
+            img = model.image_tokens(batch["pixel_values"])
+            _, textual, _ = model.parts(img, model.text_tokens(batch["input_ids"]), batch)
+            _, textual2, _ = model.parts(img, model.text_tokens(other["input_ids"]), other)
+        assert (not torch.allclose(textual, textual2)) == reads_caption, memory
 
 
-def test_a_missing_part_contributes_nothing(batch_and_parts, tiny_clip_dir):
-    cfg, _, classes, batch = batch_and_parts
-    model = _model(cfg, tiny_clip_dir, classes, plfa=True, bmria=False)
-    batch = dict(batch, part_grid=batch["part_grid"].clone())
-    batch["part_grid"][0] = False  # image 0 shows no part at all
-    img = model.image_tokens(batch["pixel_values"])
-    txt = model.text_tokens(batch["input_ids"], batch["attention_mask"])
-    img.retain_grad()
-    visual, textual, present = model.parts(img, txt, batch)
-    assert not present[0].any() and torch.isfinite(visual).all()
-    from t2iverw.baseline.losses import part_itc
+def test_mlm_reaches_the_caption_only_through_where_it_looks(batch, tiny_clip_dir):
+    """No residual around the cross-attention: with every image token equal, each caption position gets
+    the same attended vector and, through full attention without positions, the same logits; a
+    different image changes them."""
+    model = model_for(tiny_cfg(tiny_clip_dir), tiny_clip_dir).eval()
+    with torch.no_grad():
+        text = model.text_tokens(batch["mlm_ids"])
+        img = model.image_tokens(batch["pixel_values"])
+        flat = model.mlm(text, img[:, :1].expand_as(img))
+        assert torch.allclose(flat, flat[:, :1].expand_as(flat), atol=1e-5)
+        masked = batch["mlm_labels"] != -100
+        assert not torch.allclose(model.mlm(text, img)[masked], model.mlm(text, img.flip(0))[masked])
 
-    part_itc(visual, textual, present, model.scale).backward()
-    assert not img.grad[0].any()  # image 0's tokens get no gradient from the part loss
-    assert img.grad[1:].any()
+
+def test_mim_encoder_drops_the_hidden_patches(batch, tiny_clip_dir):
+    model = model_for(tiny_cfg(tiny_clip_dir), tiny_clip_dir).eval()
+    hidden = batch["mim_hidden"].flatten(1)
+    assert (hidden.sum(1) == 48).all()  # 75% of the 8 x 8 grid
+    kept = (~hidden).nonzero()[:, 1].view(hidden.shape[0], -1)
+    cells = hidden.view(-1, 1, 8, 1, 8, 1).expand(-1, 3, -1, 8, -1, 8).reshape(-1, 3, 64, 64)
+    noise = torch.randn_like(batch["pixel_values"]) * cells  # changes hidden patches only
+    with torch.no_grad():
+        seen = model.image_tokens(batch["pixel_values"], kept)
+        assert seen.shape == (6, 1 + 16, 64)
+        assert torch.allclose(seen, model.image_tokens(batch["pixel_values"] + noise, kept), atol=1e-5)
+
+
+def test_a_missing_part_contributes_nothing(batch, tiny_clip_dir):
+    for part_loss in ("within_image", "batch"):
+        model = model_for(tiny_cfg(tiny_clip_dir, part_loss=part_loss, bmria=False), tiny_clip_dir).eval()
+        b = dict(batch, part_grid=batch["part_grid"].clone())
+        b["part_grid"][0] = False  # image 0 shows no part at all
+        img = model.image_tokens(b["pixel_values"])
+        img.retain_grad()
+        visual, textual, present = model.parts(img, model.text_tokens(b["input_ids"]), b)
+        assert not present[0].any() and torch.isfinite(visual).all() and torch.isfinite(textual).all()
+        model(b)  # finite end to end
+        loss = losses.part_within_image if part_loss == "within_image" else losses.part_batch
+        loss(visual, textual, present, model.scale).backward()
+        assert not img.grad[0, 1:].any(), part_loss  # image 0's patch tokens get no gradient from the part loss
+        assert img.grad[1:].any()
+
+
+@pytest.mark.parametrize("base", [PFCVR_CONFIG, PFCVR_AUG_CONFIG, PFCVR_PAPER_CONFIG], ids=lambda p: p.stem)
+@pytest.mark.parametrize("flag", ["plfa", "bmria", "aug"])
+def test_ablation_flags_work_on_every_config(train_split, tiny_clip_dir, base, flag):
+    parsed = config_from_options(base, [], [flag])  # what `t2iverw train --config BASE --no-FLAG` runs
+    assert getattr(parsed, flag) is False
+    assert {k: v for k, v in parsed.to_dict().items() if k != flag} == \
+        {k: v for k, v in load_config(base).to_dict().items() if k != flag}
+    cfg = tiny_cfg(tiny_clip_dir, base, **{flag: False})
+    _, tokenizer = load_clip(tiny_clip_dir, cfg.image_size)
+    data = TrainImages(train_split, tokenizer, cfg, 8)
+    torch.manual_seed(0)
+    terms = model_for(cfg, tiny_clip_dir)(collate([data[0], data[1]]))
+    assert ("part" in terms) == cfg.plfa and ("mim" in terms) == cfg.bmria
+    assert all(torch.isfinite(t) for t in terms.values())
