@@ -6,6 +6,7 @@ prints what each step made, so a newcomer sees every stage and its output once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
 
     step("predict + eval", "rank the test gallery for every test caption, then score the ranking")
     ranks = predict(run, dataset, run / "ranks.json")
-    echo(_indent(format_table(evaluate_predictions(dataset, ranks=ranks).metrics), "    "))
+    ranking = json.loads(ranks.read_text())["ranks"]  # ranks.json is {"meta": ..., "ranks": ...}
+    echo(_indent(format_table(evaluate_predictions(dataset, ranks=ranking).metrics), "    "))
 
     echo("")
     echo(f"done. The dataset is in {dataset}; load it with:")

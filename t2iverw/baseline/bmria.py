@@ -42,7 +42,8 @@ class ResidualBlock(nn.Module):
 
 
 class MlmBranch(nn.Module):
-    """(masked caption tokens, image tokens) -> vocabulary logits at every caption position."""
+    """(masked caption tokens, image tokens) -> features at every caption position; `head` maps them to
+    the vocabulary (applied to the masked positions only: the same numbers, a fraction of the work)."""
 
     def __init__(self, width: int, heads: int, layers: int, vocab: int):
         super().__init__()
@@ -66,7 +67,7 @@ class MlmBranch(nn.Module):
     def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         kv = self.ln_pre_i(image)
         x = self.cross_attn(self.ln_pre_t(text), kv, kv, need_weights=False)[0]  # no residual, as released
-        return self.head(self.ln_post(self.cross_transformer(x)))
+        return self.ln_post(self.cross_transformer(x))
 
 
 class Attention(nn.Module):

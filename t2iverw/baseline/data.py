@@ -132,6 +132,15 @@ def photometric(pixels: torch.Tensor, variant: str, cfg: Config) -> torch.Tensor
     return pixels
 
 
+def check_copies(rows, cfg: Config) -> None:
+    """`aug_source: release` needs the export's precomputed copies: say so in one line when they are absent."""
+    if cfg.aug and cfg.aug_source == "release":
+        missing = [c for c in COPY_COLUMNS if c not in rows.column_names]
+        if missing:
+            raise T2IError(f"aug_source: release needs the export's {', '.join(COPY_COLUMNS)} columns (export "
+                           f"with --augmented-copies; {missing[0]} is absent), or set aug_source: generated")
+
+
 class TrainImages(Dataset):
     """Training samples, one per image-caption item.
 
@@ -147,11 +156,7 @@ class TrainImages(Dataset):
         self.grid = cfg.image_size // patch_size
         self.variants = VARIANTS if cfg.aug else VARIANTS[:1]
         self.per_epoch = len(self.variants) if cfg.aug and cfg.aug_grouping == "epoch" else 1
-        if cfg.aug and cfg.aug_source == "release":
-            missing = [c for c in COPY_COLUMNS if c not in self.rows.column_names]
-            if missing:
-                raise T2IError(f"aug_source: release needs the export's {', '.join(COPY_COLUMNS)} columns (export "
-                               f"with --augmented-copies; {missing[0]} is absent), or set aug_source: generated")
+        check_copies(self.rows, cfg)
         size = cfg.image_size
         steps: list = [v2.Resize((size, size), antialias=True), v2.RandomHorizontalFlip()]
         if cfg.geometric_aug:

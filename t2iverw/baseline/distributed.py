@@ -9,6 +9,8 @@ own features, averaged by DDP, is exactly the single-process gradient.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 
@@ -29,7 +31,9 @@ def gather(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     out = []
     for t in tensors:
         if t.requires_grad:
-            out.append(torch.cat(all_gather(t), dim=0))
+            with warnings.catch_warnings():  # its suggested successor is private and has no gloo backward
+                warnings.simplefilter("ignore", FutureWarning)
+                out.append(torch.cat(all_gather(t), dim=0))
         else:
             parts = [torch.empty_like(t) for _ in range(world_size())]
             dist.all_gather(parts, t.contiguous())

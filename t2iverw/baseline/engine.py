@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from t2iverw.baseline.config import Config
-from t2iverw.baseline.data import COLUMNS, COPY_COLUMNS, TrainImages, collate, load_split, split_train
+from t2iverw.baseline.data import (COLUMNS, COPY_COLUMNS, TrainImages, check_copies, collate, load_split,
+                                  split_train)
 from t2iverw.baseline.model import build_model, load_clip, save_random_clip
 from t2iverw.baseline.optim import lr_factor, param_groups
 from t2iverw.baseline.retrieval import encode, score_matrix
@@ -58,6 +59,11 @@ def train_loader(data: TrainImages, cfg: Config) -> DataLoader:
                       persistent_workers=cfg.num_workers > 0)
 
 
+def make_optimizer(model, cfg: Config) -> torch.optim.Adam:
+    """Adam with the released groups (optim.rate), betas and epsilon; the fused kernel (the same update, in one pass)."""
+    return torch.optim.Adam(param_groups(model, cfg), betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=True)
+
+
 def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | None = None) -> Path:
     """Train PFCVR on the export at `dataset` into run directory `out`; resumes if `out` has checkpoints."""
     from accelerate.utils import set_seed
@@ -68,6 +74,7 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
     set_seed(cfg.seed)
     copies = COPY_COLUMNS if cfg.aug and cfg.aug_source == "release" else []
     train_rows = load_split(dataset, "train", COLUMNS, cache_dir, optional=copies)
+    check_copies(train_rows, cfg)
     splits = split_train(train_rows, cfg.val_ratio, cfg.seed)
     test = load_split(dataset, "test", EVAL_COLUMNS, cache_dir) if cfg.selection == "test" else None
 
@@ -77,7 +84,7 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
         _write_run_files(out, cfg, clip, tokenizer, splits.classes)
     data = TrainImages(splits, tokenizer, cfg, clip.config.vision_config.patch_size)
     loader = train_loader(data, cfg)
-    optimizer = torch.optim.Adam(param_groups(model, cfg), betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+    optimizer = make_optimizer(model, cfg)
     steps = len(loader)  # global batches per epoch; with split_batches the scheduler steps once per global batch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, cfg))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)

@@ -31,21 +31,19 @@ def identity(image_logits: torch.Tensor, text_logits: torch.Tensor, labels: torc
 
 def part_within_image(visual: torch.Tensor, textual: torch.Tensor, present: torch.Tensor, scale: float) -> torch.Tensor:
     """The released part loss: per image, the P x P scaled cosines between its present parts'
-    visual and query features, binary cross-entropy against the identity in both directions
-    (averaged); summed over images and divided by the batch size.
+    visual and query features, binary cross-entropy against the identity averaged over the
+    P x P entries (the released code averages this with the transposed matrix's, the same
+    entries); summed over images and divided by the batch size.
 
     The negatives of a part are the *other parts of the same image*. An image showing no
     part adds zero (the released code would crash on it).
     """
-    total = (visual.sum() + textual.sum()) * 0.0  # keeps the graph connected when no image shows a part
-    for v, t, on in zip(visual, textual, present):
-        if not on.any():
-            continue
-        logits = scale * F.normalize(v[on], dim=-1) @ F.normalize(t[on], dim=-1).t()
-        target = torch.eye(logits.shape[0], device=logits.device)
-        total = total + (F.binary_cross_entropy_with_logits(logits, target)
-                         + F.binary_cross_entropy_with_logits(logits.t(), target)) / 2
-    return total / visual.shape[0]
+    logits = scale * F.normalize(visual, dim=-1) @ F.normalize(textual, dim=-1).transpose(1, 2)  # (B, parts, parts)
+    target = torch.eye(logits.shape[1], device=logits.device).expand_as(logits)
+    pairs = (present[:, :, None] & present[:, None, :]).to(logits.dtype)  # both parts shown by the image
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    per_image = (bce * pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1)
+    return per_image.sum() / visual.shape[0]
 
 
 def part_batch(visual: torch.Tensor, textual: torch.Tensor, present: torch.Tensor, scale: float) -> torch.Tensor:

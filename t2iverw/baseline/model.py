@@ -195,10 +195,10 @@ class PFCVR(nn.Module):
 
     def mlm_loss(self, img: torch.Tensor, batch: dict) -> torch.Tensor:
         """BMRIA text branch: masked caption tokens recovered from where they look in the image."""
-        logits = self.mlm(self.text_tokens(batch["mlm_ids"]), img)
+        features = self.mlm(self.text_tokens(batch["mlm_ids"]), img)
         labels = batch["mlm_labels"]
         keep = labels != -100
-        return losses.mlm(logits[keep].float(), labels[keep])
+        return losses.mlm(self.mlm.head(features[keep]).float(), labels[keep])
 
     def mim_loss(self, txt: torch.Tensor, batch: dict) -> torch.Tensor:
         """BMRIA image branch: hidden patches' pixels regressed from the visible ones and the caption."""

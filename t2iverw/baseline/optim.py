@@ -46,13 +46,19 @@ def rate(name: str, cfg: Config) -> tuple[float, float]:
 
 
 def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
-    """One Adam group per trainable parameter (as released), each named for the record."""
-    groups = []
+    """Adam's groups: the trainable parameters grouped by (lr, weight decay), each group naming its parameters.
+
+    The released code makes one group per parameter; grouping equal settings is the same
+    optimisation with far fewer, larger kernel launches.
+    """
+    groups: dict[tuple[float, float], dict] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             lr, decay = rate(name, cfg)
-            groups.append({"params": [p], "lr": lr, "weight_decay": decay, "name": name})
-    return groups
+            group = groups.setdefault((lr, decay), {"params": [], "lr": lr, "weight_decay": decay, "names": []})
+            group["params"].append(p)
+            group["names"].append(name)
+    return list(groups.values())
 
 
 def warmup_cosine(step: float, warmup: float, total: float, start_factor: float) -> float:

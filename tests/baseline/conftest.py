@@ -7,6 +7,7 @@ dir and exported with the real `export_dataset`: genuine data, not a mock.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,4 +83,23 @@ def export_dir(tmp_path_factory) -> Path:
     write_records(build, root, SAMPLE_SEED)
     out = tmp_path_factory.mktemp("baseline_export") / "export"
     export_dataset(build, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(clip_tokenizer_dir, tmp_path_factory):
+    """A random CLIPModel of the tiny config (at 32 px, so loading at 64 px must interpolate) plus the tokenizer."""
+    import torch
+    import yaml
+    from transformers import CLIPConfig, CLIPModel
+
+    from t2iverw.baseline.config import TINY_CONFIG
+
+    kwargs = yaml.safe_load(TINY_CONFIG.read_text())["random_clip"]
+    kwargs["vision_config"] = {**kwargs["vision_config"], "image_size": 32}
+    out = tmp_path_factory.mktemp("tiny_clip")
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(**kwargs)).save_pretrained(out)
+    for f in clip_tokenizer_dir.iterdir():
+        shutil.copy(f, out)
     return out
