@@ -15,7 +15,7 @@ def test_demo_builds_loads_and_evaluates(tmp_path):
     assert "colour words vs pixels" in result.output and "mINP" in result.output
     ds = datasets.load_dataset(str(tmp_path / "dataset"))
     assert not set(ds["train"]["vehicle_id"]) & set(ds["test"]["vehicle_id"])
-    ranks = json.loads((tmp_path / "run" / "ranks.json").read_text())
+    ranks = json.loads((tmp_path / "run" / "ranks.json").read_text())["ranks"]  # {"meta": ..., "ranks": ...}
     assert sorted(ranks) == sorted(ds["test"]["caption_id"])
     assert all(sorted(r) == sorted(ds["test"]["image_id"]) for r in ranks.values())
     row = ds["test"][0]
