@@ -128,13 +128,14 @@ def iou_chart(table: pd.DataFrame, out: Path) -> str:
 
 def gallery(data: Dataset, out: Path, count: int, seed: int) -> str | None:
     """Random segmented images with their six parts blended in; None when no image can be read."""
-    ids = [data.frame["image_id"].iat[r] for r in data.grid_rows]
-    chosen = random.Random(seed).sample(range(len(ids)), min(count, len(ids)))
+    ids = data.grid_ids
+    chosen = sorted(random.Random(seed).sample(range(len(ids)), min(count, len(ids))))
+    images = data.load_images([ids[k] for k in chosen])
     panels = []
     for k in chosen:
-        image = data.load_image(ids[k])
-        if image is None:
+        if ids[k] not in images:
             return None
+        image = images[ids[k]]
         masks = data.load_masks(ids[k]) or [_grid_mask(g, image.size) for g in data.grids[k]]
         panels.append((ids[k], _blend(np.asarray(image, dtype=float) / 255.0, masks)))
     if not panels:

@@ -9,6 +9,7 @@ and its images are never decoded here; only the gallery asks for a few images.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections import Counter
@@ -54,8 +55,13 @@ class Dataset:
     grid_rows: np.ndarray
     mask_area: np.ndarray | None
     provenance: dict = field(default_factory=dict)
-    load_image: Callable[[str], Image.Image | None] = lambda image_id: None
+    load_images: Callable[[list[str]], dict[str, Image.Image]] = lambda image_ids: {}
     load_masks: Callable[[str], list[np.ndarray] | None] = lambda image_id: None
+
+    @property
+    def grid_ids(self) -> list[str]:
+        """Image ids of the segmented rows, in the order of `grids`."""
+        return self.frame["image_id"].to_numpy()[self.grid_rows].tolist()
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -79,23 +85,23 @@ def _from_build(bd: BuildDir) -> Dataset:
     frame["flags"] = [_flags(r, meta) if r else None
                       for r, meta in zip(recs, frame[list(META)].to_dict("records"))]
 
-    rows = np.array([i for i, image_id in enumerate(frame["image_id"]) if image_id in parts], dtype=np.int64)
-    seg = [parts[frame["image_id"].iat[i]] for i in rows]
+    ids = frame["image_id"].tolist()
+    rows = np.array([i for i, image_id in enumerate(ids) if image_id in parts], dtype=np.int64)
+    seg = [parts[ids[i]] for i in rows]
     grids = _unpack_records(seg)
     with_masks = bool(seg) and all(r.get("masks") for r in seg)
-    area = np.array([[_rle_share(m) for m in r["masks"]] for r in seg]).reshape(len(seg), len(PARTS)) \
-        if with_masks else None
+    area = _mask_shares([r["masks"] for r in seg]) if with_masks else None
     paths = dict(zip(frame["image_id"], frame["path"]))
 
-    def load_image(image_id: str) -> Image.Image | None:
-        return Image.open(bd.image_path(paths[image_id])).convert("RGB")
+    def load_images(image_ids: list[str]) -> dict[str, Image.Image]:
+        return {i: Image.open(bd.image_path(paths[i])).convert("RGB") for i in image_ids}
 
     def load_masks(image_id: str) -> list[np.ndarray] | None:
         rec = parts.get(image_id)
         return [decode_rle(m) for m in rec["masks"]] if rec and rec.get("masks") else None
 
     return Dataset("build", bd.root, frame, grids, rows, area, _build_provenance(captions, parts),
-                   load_image, load_masks)
+                   load_images, load_masks)
 
 
 def _build_splits(bd: BuildDir, frame: pd.DataFrame) -> list[str]:
@@ -127,12 +133,18 @@ def _unpack_records(records: list[dict]) -> np.ndarray:
     return bits.reshape(len(records), len(PARTS), gh, gw).astype(bool)
 
 
-def _rle_share(rle: dict) -> float:
+def _mask_shares(masks: list[list[dict]]) -> np.ndarray:
+    """(images, parts): each RLE mask's area as a share of its image, counted by pycocotools without decoding."""
     from pycocotools import mask as coco_mask
 
-    h, w = rle["size"]
-    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
-    return float(coco_mask.area({"size": [h, w], "counts": counts})) / (h * w) if h * w else 0.0
+    rles = [{"size": m["size"], "counts": m["counts"].encode("ascii") if isinstance(m["counts"], str) else m["counts"]}
+            for ms in masks for m in ms]
+    if not rles:
+        return np.zeros((0, len(PARTS)))
+    pixels = np.array([h * w for h, w in (r["size"] for r in rles)], dtype=float)
+    # pycocotools 2.0.11 counts a list's length in a uint8: ask in lists of at most 255 masks
+    area = np.concatenate([coco_mask.area(rles[i : i + 255]) for i in range(0, len(rles), 255)])
+    return (area / np.maximum(pixels, 1)).reshape(len(masks), len(PARTS))
 
 
 def _build_provenance(captions: dict[str, dict], parts: dict[str, dict]) -> dict:
@@ -179,13 +191,13 @@ def _from_export(root: Path) -> Dataset:
     dataset = pads.dataset(files, format="parquet")
     with_images = "image" in dataset.schema.names
 
-    def load_image(image_id: str) -> Image.Image | None:
-        if not with_images:
-            return None
-        cell = dataset.take([index[image_id]], columns=["image"]).column("image")[0].as_py()
-        import io
-
-        return Image.open(io.BytesIO(cell["bytes"])).convert("RGB") if cell and cell.get("bytes") else None
+    def load_images(image_ids: list[str]) -> dict[str, Image.Image]:
+        """Only these rows' image bytes are read (one `take`), and only they are decoded."""
+        if not with_images or not image_ids:
+            return {}
+        cells = dataset.take([index[i] for i in image_ids], columns=["image"]).column("image").to_pylist()
+        return {i: Image.open(io.BytesIO(c["bytes"])).convert("RGB") for i, c in zip(image_ids, cells)
+                if c and c.get("bytes")}
 
     def load_masks(image_id: str) -> list[np.ndarray] | None:
         if "part_masks" not in table.column_names:
@@ -195,7 +207,7 @@ def _from_export(root: Path) -> Dataset:
 
     provenance = {"caption_source": frame["caption_source"].value_counts().rename_axis("source")
                   .reset_index(name="captions"), "card": _card_creation(root / "README.md")}
-    return Dataset("export", root, frame, grids, rows, area, provenance, load_image, load_masks)
+    return Dataset("export", root, frame, grids, rows, area, provenance, load_images, load_masks)
 
 
 def _split_of(path: Path) -> str:
@@ -227,7 +239,7 @@ def _export_areas(table: pa.Table, rows: np.ndarray) -> np.ndarray | None:
     masks = table.column("part_masks").take(pa.array(rows)).to_pylist()
     if any(m is None for m in masks):
         return None  # grids without masks (an imported release)
-    return np.array([[_rle_share(m) for m in ms] for ms in masks])
+    return _mask_shares(masks)
 
 
 def _card_creation(card: Path) -> str:

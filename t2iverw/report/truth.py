@@ -29,8 +29,8 @@ def part_iou(data: Dataset, truth_root: str | Path) -> pd.DataFrame:
     sums = np.zeros((4, len(PARTS)))  # pixel inter, pixel union, cell inter, cell union
     scored, pixel = 0, True
     shape = data.grids.shape[2:]
-    for k, row in enumerate(tqdm(data.grid_rows, desc="truth", unit="img", leave=False)):
-        image_id, path = data.frame["image_id"].iat[row], data.frame["path"].iat[row]
+    paths = data.frame["path"].to_numpy()[data.grid_rows]
+    for k, (image_id, path) in enumerate(tqdm(list(zip(data.grid_ids, paths)), desc="truth", unit="img", leave=False)):
         stem = Path(path).relative_to("images").with_suffix("").as_posix() if path else None
         if not stem or not (truth_root / "part_masks" / f"{stem}.png").exists():
             continue
