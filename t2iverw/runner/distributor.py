@@ -140,6 +140,28 @@ async def drive(worker: Worker, items: list[Item], writer: LogWriter, report: Ru
             await committer  # every result finished before a failure is still written
 
 
+async def process_items(worker: Worker, items: list[Item]) -> list[dict]:
+    """One record body per item: loaded in threads, then processed `parallel` batches at a time, isolated.
+
+    The whole-list form of `drive` for a distributor that hands a worker one block of items
+    at a time (a Ray actor) and writes the results itself.
+    """
+    loaded = await asyncio.gather(*(asyncio.to_thread(load_one, worker, item) for item in items))
+    bodies = [r for r in loaded if isinstance(r, dict)]
+    readable = [r for r in loaded if not isinstance(r, dict)]
+    size = max(1, worker.batch_size)
+    gate = asyncio.Semaphore(max(1, worker.parallel))
+
+    async def one(batch: list) -> list[dict]:
+        async with gate:
+            return await process_isolated(worker, batch)
+
+    batches = [readable[i : i + size] for i in range(0, len(readable), size)]
+    for part in await asyncio.gather(*(one(b) for b in batches)):
+        bodies += part
+    return bodies
+
+
 async def commit(finished: asyncio.Queue, writer: LogWriter, report: RunReport, bar: tqdm) -> None:
     """Group commit: results finished during one fsync go out together in the next, off the event loop."""
     while True:
