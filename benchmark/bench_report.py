@@ -28,12 +28,14 @@ from t2iverw.caption.qa import qa_flags
 from t2iverw.demo import write_truth_parts
 from t2iverw.export import export_dataset
 from t2iverw.index import SCHEMA, build_index
+from t2iverw.runner import open_log
 from t2iverw.report.write import write_report
 from t2iverw.split import make_split
 from t2iverw.storage import write_json
 from t2iverw.synth import write_sample
 
 PER_ID = 8  # T2I-VeRW: 14,668 images of 1,796 identities
+CAPTION_SETTINGS = {"backend": "template", "model": "metadata-template", "template": 1}
 
 
 def make_big_build(work: Path, images: int) -> Path:
@@ -53,17 +55,16 @@ def make_big_build(work: Path, images: int) -> Path:
         big_rows.append(row)
         text = template_caption(row)
         captions.append({"image_id": row["image_id"], "caption_id": row["image_id"], "status": "ok", "text": text,
-                         "backend": "template", "model": "metadata-template", "prompt_hash": None,
                          "qa": qa_flags(text, row)})
         part_records.append({**parts[src["image_id"]], "image_id": row["image_id"]})
     big.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(big_rows, schema=SCHEMA), big / "images.parquet")
     write_json(big / "build.json", {**base.info(), "counts": {"images": images}})
     bd = BuildDir.open(big)
-    with bd.log_writer("captions") as log:
-        log.write_many(captions)
-    with bd.log_writer("parts") as log:
-        log.write_many(part_records)
+    with open_log(bd, "captions", "main", source="model", settings=CAPTION_SETTINGS) as log:
+        log.append(captions)
+    with open_log(bd, "parts", "main", source="truth", settings=next(iter(parts.values()))["settings"]) as log:
+        log.append(part_records)
     make_split(big)
     return big
 

@@ -82,7 +82,7 @@ def _from_build(bd: BuildDir) -> Dataset:
     recs = [captions.get(i) for i in frame["image_id"]]
     frame["texts"] = [caption_texts(r) if r else None for r in recs]
     frame["caption_source"] = [caption_source(r) if r else None for r in recs]
-    frame["flags"] = [_flags(r, meta) if r else None
+    frame["flags"] = [qa_flags(r["text"], meta) if r else None  # today's rules, as the export's caption_flags
                       for r, meta in zip(recs, frame[list(META)].to_dict("records"))]
 
     ids = frame["image_id"].tolist()
@@ -110,12 +110,6 @@ def _build_splits(bd: BuildDir, frame: pd.DataFrame) -> list[str]:
     split = bd.split()
     side = {v: name for name in ("train", "test") for v in split.get(f"{name}_ids", [])}
     return [side.get(v, "unsplit") for v in frame["vehicle_id"]]
-
-
-def _flags(record: dict, meta: dict) -> list[str]:
-    """The record's QA flags as `caption-qa` stored them, or computed now for records without (human edits)."""
-    stored = record.get("qa")
-    return list(stored) if isinstance(stored, list) else qa_flags(record["text"], meta)
 
 
 def _unpack_records(records: list[dict]) -> np.ndarray:
@@ -148,23 +142,25 @@ def _mask_shares(masks: list[list[dict]]) -> np.ndarray:
 
 
 def _build_provenance(captions: dict[str, dict], parts: dict[str, dict]) -> dict:
-    """Counts of records per (source, who, prompt hash, settings) for each stage."""
+    """Counts of the latest records per (source, model or reviewer, prompt hash, settings) for each stage."""
     return {"captions": _provenance_table(captions.values(), with_prompt=True),
             "parts": _provenance_table(parts.values(), with_prompt=False)}
 
 
 def _provenance_table(records, with_prompt: bool) -> pd.DataFrame:
+    """Records carry `settings` (and its fingerprint `fp`) since the stage runner; older ones name their
+    model and prompt hash at the top level, and are counted by those."""
     counts: Counter = Counter()
     for r in records:
-        settings = r.get("settings")
-        key = (r.get("source", "model"), r.get("model") or r.get("backend") or
-               (f"reviewer {r['reviewer']}" if r.get("reviewer") else "-"),
-               (r.get("prompt_hash") or "-") if with_prompt else None,
+        settings = r.get("settings") or {}
+        who = settings.get("model") or r.get("model") or \
+            (f"reviewer {settings.get('reviewer') or r.get('reviewer')}" if r.get("source") == "human" else "-")
+        prompt = settings.get("prompt_sha256") or r.get("prompt_hash") or "-"
+        key = (r.get("source", "model"), who, prompt if with_prompt else None, r.get("fp") or "-",
                json.dumps(settings, sort_keys=True) if settings else "-")
         counts[key] += 1
-    cols = ["source", "model or reviewer", "prompt hash", "settings", "records"]
-    rows = [(*k, n) for k, n in counts.most_common()]
-    frame = pd.DataFrame(rows, columns=cols)
+    cols = ["source", "model or reviewer", "prompt hash", "fingerprint", "settings", "records"]
+    frame = pd.DataFrame([(*k, n) for k, n in counts.most_common()], columns=cols)
     return frame if with_prompt else frame.drop(columns="prompt hash")
 
 

@@ -143,7 +143,7 @@ def create_app(build: str | Path | BuildDir, *, reviewer: str, scope: str = "unr
         try:
             record = decision_record(decision.image_id, decision.action, text or "", cap.machine_text, reviewer,
                                      texts=cap.record.get("texts"))
-            written = log.write(record)
+            written = log.write(record, after=cap.record)
         except T2IError as exc:
             raise HTTPException(400, str(exc)) from None
         drafts.drop(decision.image_id)

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import re
 import threading
-from datetime import datetime, timezone
+from contextlib import ExitStack
 
 from t2iverw.build import BuildDir
 from t2iverw.errors import T2IError
-from t2iverw.storage import JsonlWriter
+from t2iverw.runner import LogWriter, open_log
 
 ACTIONS = ("accept", "save", "reject")
-REVIEWER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+REVIEWER_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # what the runner accepts in `review-<name>`
 
 
 def check_reviewer(name: str) -> str:
     """A reviewer name that can be part of a log file name."""
     if not REVIEWER_RE.match(name or ""):
-        raise T2IError(f"reviewer name {name!r} must be 1-64 letters, digits, '.', '_' or '-' (it names the review log)")
+        raise T2IError(f"reviewer name {name!r} must be 1-64 lower-case letters, digits, '.', '_' or '-' "
+                       f"(it names the build's captions/review-<name> log)")
     return name
 
 
@@ -52,27 +53,32 @@ def decision_record(image_id: str, action: str, text: str, machine_text: str, re
 
 
 class DecisionLog:
-    """The review app's one writer: one open log per reviewer for the app's lifetime."""
+    """The review app's one writer: the build's `captions/review-<reviewer>` log, held for the app's lifetime.
+
+    Holding it makes a second app of the same reviewer on the same build fail at start
+    (the runner's lock), while `caption` and `segment` runs write their own logs beside it.
+    """
 
     def __init__(self, build: BuildDir, reviewer: str):
         self.build, self.reviewer = build, check_reviewer(reviewer)
+        self.settings = {"reviewer": reviewer, "tool": "t2iverw review"}
         self._lock = threading.Lock()
-        self._log: JsonlWriter | None = None
+        self._stack = ExitStack()
+        self._log: LogWriter | None = None
 
     def open(self) -> DecisionLog:
-        self._log = self.build.log_writer("captions")
+        self._log = self._stack.enter_context(
+            open_log(self.build, "captions", log=f"review-{self.reviewer}", source="human", settings=self.settings))
         return self
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._log = None
+        self._stack.close()
 
-    def write(self, record: dict) -> dict:
-        """Append one decision and make it durable before the app answers; returns what was written."""
-        record = {**record, "source": "human", "time": datetime.now(timezone.utc).isoformat()}
+    def write(self, record: dict, after: dict) -> dict:
+        """Append one decision, durable before the app answers, ordered after `after` (the record it judged)."""
         with self._lock:
             if self._log is None:
                 raise T2IError("the review log is closed")
-            self._log.write(record)
-        return record
+            self._log.configure(self.settings, floor=after.get("t", 0))
+            return self._log.append([record])[0]

@@ -15,6 +15,7 @@ from pathlib import Path
 from t2iverw.build import BuildDir
 from t2iverw.caption.qa import qa_flags
 from t2iverw.errors import T2IError
+from t2iverw.runner.records import log_paths
 
 SCOPES = ("unreviewed", "flagged", "all")
 META = ("vehicle_id", "camera_id", "time", "model", "type", "color", "path", "width", "height")
@@ -26,7 +27,7 @@ class Caption:
 
     record: dict  # the latest caption record, any status
     machine_text: str  # what the model (or the release) wrote: a human record's edited_from
-    flags: tuple[str, ...]  # QA flags of the machine text: why the image is in the flagged queue
+    flags: tuple[str, ...]  # QA flags of the machine text by today's rules: why the image is in the flagged queue
 
     @property
     def reviewed(self) -> bool:
@@ -66,27 +67,23 @@ class ReviewState:
                 self.parts = self.build.parts()
 
     def _changed(self, stage: str) -> bool:
-        sig = tuple((p.name, s.st_size, s.st_mtime_ns) for p in sorted(self._logs(stage)) if (s := p.stat()))
+        sig = tuple((p.name, st.st_size, st.st_mtime_ns) for p in log_paths(self.build.root, stage)
+                    if (st := _stat(p)) is not None)
         if self._signature.get(stage) == sig:
             return False
         self._signature[stage] = sig
         return True
 
-    def _logs(self, stage: str) -> list[Path]:
-        return list(self.build.root.glob(f"{stage}*.jsonl"))
-
     def _read_captions(self) -> dict[str, Caption]:
         out = {}
-        for image_id, rec in self.build.latest_records("captions").items():
+        for image_id, rec in self.build.latest("captions").items():
             if image_id not in self.rows:
                 continue
             human = rec.get("source") == "human"
             if rec.get("status") != "ok" and not (human and rec.get("status") == "rejected"):
                 continue
             machine = rec.get("edited_from") if human and rec.get("edited_from") is not None else rec["text"]
-            stored = None if human else rec.get("qa")
-            flags = tuple(stored) if isinstance(stored, list) else self.flags_of(image_id, machine)
-            out[image_id] = Caption(rec, machine, flags)
+            out[image_id] = Caption(rec, machine, self.flags_of(image_id, machine))
         return out
 
     def flags_of(self, image_id: str, text: str) -> tuple[str, ...]:
@@ -151,3 +148,10 @@ class ReviewState:
         if cap is None:
             raise KeyError(image_id)
         return cap
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except FileNotFoundError:  # a log removed between listing and stat
+        return None

@@ -22,28 +22,41 @@ from t2iverw.cli import cli
 from t2iverw.constants import PARTS
 from t2iverw.demo import write_truth_parts
 from t2iverw.export import export_dataset
-from t2iverw.grid import mask_to_grid
+from t2iverw.grid import mask_to_grid, pack_grid
 from t2iverw.report.write import write_report
+from t2iverw.runner import open_log
 from t2iverw.synth import read_truth
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def edited(row: dict, k: int) -> str:
+    """A reviewer's longer caption: the template plus k more sentences (so lengths vary)."""
+    return template_caption(row) + " It has a small sticker on the rear window." * k
+
+
 @pytest.fixture
 def annotated(build_dir):
-    """The conftest build with template captions and the sample's true part masks."""
+    """The conftest build with template captions, every third one edited by a reviewer to a longer
+    text, and the sample's true part masks."""
     run_captions(build_dir, backend="template", progress=False)
+    rows = BuildDir.open(build_dir).images().to_pylist()
+    with open_log(build_dir, "captions", "review-tester", source="human", settings={"reviewer": "tester"}) as log:
+        log.append([{"image_id": r["image_id"], "status": "ok", "text": edited(r, k % 4 + 1), "action": "edit",
+                     "reviewer": "tester", "edited_from": template_caption(r)}
+                    for k, r in enumerate(rows) if k % 3 == 0])
     write_truth_parts(BuildDir.open(build_dir))
     return build_dir
 
 
 def expected_numbers(build_dir) -> dict:
-    """What the report must say, computed from the index, the template and the truth masks alone."""
+    """What the report must say, computed from the index, the template, the edits and the truth masks alone."""
     root = json.loads((build_dir / "build.json").read_text())["source_root"]
     rows = pq.read_table(build_dir / "images.parquet").to_pylist()
     split = json.loads((build_dir / "split.json").read_text())
     side = {v: s for s in ("train", "test") for v in split[f"{s}_ids"]}
-    lengths = [len(template_caption(r).split()) for r in rows]
+    texts = [edited(r, k % 4 + 1) if k % 3 == 0 else template_caption(r) for k, r in enumerate(rows)]
+    lengths = [len(t.split()) for t in texts]
     present = np.zeros(len(PARTS))
     for r in rows:
         truth = read_truth(root, f"{r['vehicle_id']}/{r['image_id']}")
@@ -57,6 +70,7 @@ def expected_numbers(build_dir) -> dict:
         "presence": present / len(rows),
         "splits": {s: (len(v["ids"]), v["images"]) for s, v in per_split.items()},
         "images": len(rows),
+        "edited": sum(1 for k in range(len(rows)) if k % 3 == 0),
     }
 
 
@@ -110,7 +124,11 @@ def test_report_of_a_build(annotated, tmp_path):
     want = expected_numbers(annotated)
     out = tmp_path / "report"
     summary = write_report(annotated, out)
-    check_page(out, summary, want)
+    html = check_page(out, summary, want)
+    provenance = html_table(html, "table-provenance-captions")
+    counts = {(r["source"], r["model or reviewer"]): int(r["records"]) for r in provenance}
+    assert counts == {("model", "metadata-template"): want["images"] - want["edited"],
+                      ("human", "reviewer tester"): want["edited"]}
 
     # wheels are drawn below the body's belt line in every synthetic view; the roof above it
     wheels, roof = heat_mass(out / "heatmap-wheels.png"), heat_mass(out / "heatmap-roof.png")
@@ -128,7 +146,7 @@ def test_report_of_an_export_matches_the_build(annotated, tmp_path):
     assert summary.kind == "export"
     html = check_page(out, summary, want)
     sources = {r["source"]: r["captions"] for r in html_table(html, "table-provenance-caption-source")}
-    assert sources == {"model": str(want["images"])}
+    assert sources == {"model": str(want["images"] - want["edited"]), "human-edited": str(want["edited"])}
     assert "metadata-template" in html  # the card's Creation section names the caption model
 
 
@@ -144,6 +162,31 @@ def test_truth_iou_and_cli(annotated, synth_root, tmp_path):
     assert [r["part"] for r in iou] == list(PARTS)
     assert all(r["pixel IoU"] == "100.0%" and r["grid IoU"] == "100.0%" for r in iou)
     assert 'id="no-gallery"' in html and not (out / "gallery.png").exists()
+
+
+def test_release_build_with_grids_and_several_captions(build_dir, tmp_path):
+    """An imported release: two captions per image, part grids without pixel masks."""
+    bd = BuildDir.open(build_dir)
+    rows = bd.images().to_pylist()
+    release = {"release": "synthetic"}
+    texts = ["A car seen from afar.", "The same car, described again in more words than before."]
+    with open_log(bd, "captions", "import", source="release", settings=release) as log:
+        log.append([{"image_id": r["image_id"], "status": "ok", "text": texts[0], "texts": texts} for r in rows])
+    with open_log(bd, "parts", "import", source="release", settings=release) as log:
+        log.append([{"image_id": r["image_id"], "status": "ok",
+                     "grid": {"shape": [24, 24], "cells": [pack_grid(mask_to_grid(m)) for m in
+                                                           read_truth(bd.source_root, f"{r['vehicle_id']}/{r['image_id']}")]}}
+                    for r in rows])
+    out = tmp_path / "report"
+    summary = write_report(build_dir, out)
+    html = (out / "index.html").read_text()
+    assert stat(html, "caption-count") == str(2 * len(rows))
+    assert stat(html, "caption-mean-words") == f"{sum(len(t.split()) for t in texts) / len(texts):.2f}"
+    header = html_table(html, "table-parts")[0]
+    assert "present (grid)" in header and "present (mask)" not in header  # no pixel masks to measure
+    assert "gallery.png" in summary.figures  # overlays drawn from the grids
+    sources = {r["source"]: int(r["records"]) for r in html_table(html, "table-provenance-captions")}
+    assert sources == {"release": len(rows)}
 
 
 def test_not_a_dataset_is_one_line_and_exit_2(tmp_path):

@@ -8,6 +8,8 @@ T2IVERW_REQUIRE_BROWSER=1 (set by CI), where they fail instead.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import queue
 import re
@@ -16,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -121,3 +124,20 @@ def page(browser):
     page.set_default_timeout(20_000)
     yield page
     context.close()
+
+
+def request(base: str, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+    """One raw HTTP request: the path is sent exactly as given (no client-side normalisation of '..')."""
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    data = json.dumps(body).encode() if body is not None else None
+    hdrs = {"Content-Type": "application/json"} if data else {}
+    conn.request(method, path, body=data, headers={**hdrs, **(headers or {})})
+    response = conn.getresponse()
+    return response.status, response.read(), dict(response.getheaders())
+
+
+@pytest.fixture
+def raw_http():
+    """`request(base, method, path, body, headers)` over a raw HTTP connection."""
+    return request

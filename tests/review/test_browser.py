@@ -14,6 +14,7 @@ from t2iverw.build import BuildDir
 from t2iverw.caption.backends import template_caption
 from t2iverw.constants import PARTS
 from t2iverw.export import export_dataset
+from t2iverw.runner import open_log
 from t2iverw.segment.show import ALPHA, COLOURS
 from t2iverw.synth import read_truth
 
@@ -69,7 +70,7 @@ def test_edit_accept_reject_by_keyboard_persist(review_build, start_app, page, t
     assert page.locator("#count-reviewed").text_content() == "3"
 
     # the build's records
-    latest = BuildDir.open(review_build).latest_records("captions")
+    latest = BuildDir.open(review_build).latest("captions")
     edit, accept, reject = latest[first], latest[second], latest[third]
     assert edit["source"] == "human" and edit["reviewer"] == "alice" and edit["action"] == "edit"
     assert edit["text"] == EDITED and edit["status"] == "ok"
@@ -165,7 +166,7 @@ def test_an_unsaved_edit_survives_closing_the_app_and_the_browser(review_build, 
     assert shown(fresh) == image_id
     assert fresh.locator("#caption").input_value().endswith(" Mid-edit words.")
     assert "draft restored" in fresh.locator("#banner").text_content()
-    assert not BuildDir.open(review_build).latest_records("captions")[image_id].get("source") == "human"
+    assert not BuildDir.open(review_build).latest("captions")[image_id].get("source") == "human"
     fresh.context.close()
 
 
@@ -173,8 +174,8 @@ def test_flag_filter_and_vehicle_search(review_build, start_app, page):
     rows = rows_of(review_build)
     ids = sorted(rows)
     short = ids[5]
-    with BuildDir.open(review_build).log_writer("captions") as log:
-        log.write({"image_id": short, "status": "ok", "text": "A car.", "model": "test"})
+    with open_log(review_build, "captions", "main", source="model", settings={"backend": "test"}) as log:
+        log.append([{"image_id": short, "status": "ok", "text": "A car."}])
     app = start_app(review_build, "--reviewer", "carol", "--only", "flagged")
     page.goto(app.url)
     assert shown(page) == short
