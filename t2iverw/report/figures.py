@@ -89,7 +89,7 @@ def parts_chart(stats: PartStats, out: Path) -> str:
             ax.bar(x + (j - (len(shown) - 1) / 2) * width, table[col].fillna(0), width, label=col)
         ax.set_xticks(x, PARTS, rotation=30)
         ax.set_title("Presence rate" if k == 0 else "Mean area (share of image)")
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     return _save(fig, out, "parts.png")
 
 
@@ -122,7 +122,7 @@ def iou_chart(table: pd.DataFrame, out: Path) -> str:
     ax.set_xticks(x, table["part"], rotation=30)
     ax.set_ylim(0, 1)
     ax.set_title("IoU against truth")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     return _save(fig, out, "iou.png")
 
 

@@ -97,7 +97,7 @@ def check_page(out, summary, want) -> str:
         assert data.startswith(PNG_MAGIC) and len(data) > 200, name
         with Image.open(out / name) as im:
             assert im.width > 0 and im.height > 0
-        assert f'src="{name}"' in html, f"{name} is not on the page"
+        assert f'src="{name}"' in html or f'href="{name}"' in html, f"{name} is not on the page"
     for name in ("caption_length.png", "images_per_identity.png", "heatmaps.png", "parts.png", "attributes.png",
                  "flags.png", "gallery.png"):
         assert name in summary.figures
