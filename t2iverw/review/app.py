@@ -14,8 +14,6 @@ from __future__ import annotations
 import importlib.resources
 import mimetypes
 import secrets
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -23,7 +21,6 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
 
-from t2iverw.build import BuildDir
 from t2iverw.constants import PARTS
 from t2iverw.errors import T2IError
 from t2iverw.review.decisions import DecisionLog, decision_record
@@ -48,26 +45,17 @@ class Draft(BaseModel):
     text: str
 
 
-def create_app(build: str | Path | BuildDir, *, reviewer: str, scope: str = "unreviewed",
-               token: str | None = None, loopback: bool = True) -> FastAPI:
-    """The app for one build and one reviewer; `loopback` restricts the Host header to the loopback."""
-    bd = build if isinstance(build, BuildDir) else BuildDir.open(build)
+def create_app(log: DecisionLog, *, scope: str = "unreviewed", token: str | None = None,
+               loopback: bool = True) -> FastAPI:
+    """The app of an open decision log (its build and reviewer); `loopback` restricts the Host header."""
+    bd, reviewer = log.build, log.reviewer
     if scope not in SCOPES:
         raise T2IError(f"unknown queue {scope!r}; choose one of {', '.join(SCOPES)}")
     state = ReviewState(bd)
-    log = DecisionLog(bd, reviewer)
     drafts = Drafts(bd, reviewer)
     source_root = bd.source_root.resolve()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        log.open()
-        try:
-            yield
-        finally:
-            log.close()
-
-    app = FastAPI(title="t2iverw review", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="t2iverw review", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS if loopback else ["*"])
 
     @app.middleware("http")

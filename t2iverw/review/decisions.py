@@ -75,6 +75,12 @@ class DecisionLog:
         self._log = None
         self._stack.close()
 
+    def __enter__(self) -> DecisionLog:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def write(self, record: dict, after: dict) -> dict:
         """Append one decision, durable before the app answers, ordered after `after` (the record it judged)."""
         with self._lock:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from t2iverw.build import BuildDir
 from t2iverw.errors import T2IError
-from t2iverw.review.decisions import check_reviewer
+from t2iverw.review.decisions import DecisionLog
 
 DEFAULT_PORT = 8765
 
@@ -34,16 +34,17 @@ def serve_review(build: str | Path, *, reviewer: str, scope: str = "unreviewed",
     if not loopback and not token:
         raise T2IError(f"--host {host} lets other machines write to the build: give --token SECRET "
                        f"(every request must then carry it), or keep the default --host 127.0.0.1")
-    check_reviewer(reviewer)
-    app = create_app(BuildDir.open(build), reviewer=reviewer, scope=scope, token=token, loopback=loopback)
-    sock = _listen(host, port)
-    bound = sock.getsockname()[1]
-    shown = "127.0.0.1" if host in ("127.0.0.1", "localhost") else host
-    echo(f"reviewing {build} as {reviewer!r} (queue: {scope})")
-    echo(f"open http://{shown}:{bound}/" + (f"?token={token}" if token else ""))
-    echo("keys: a accept, e edit, Ctrl+Enter save, r reject, s skip, 1-6 parts, o overlay; Ctrl+C stops")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    # the reviewer's log is held for the app's lifetime: a second app of the same reviewer stops here, in one line
+    with DecisionLog(BuildDir.open(build), reviewer) as log:
+        app = create_app(log, scope=scope, token=token, loopback=loopback)
+        sock = _listen(host, port)
+        bound = sock.getsockname()[1]
+        shown = "127.0.0.1" if host in ("127.0.0.1", "localhost") else host
+        echo(f"reviewing {build} as {reviewer!r} (queue: {scope})")
+        echo(f"open http://{shown}:{bound}/" + (f"?token={token}" if token else ""))
+        echo("keys: a accept, e edit, Ctrl+Enter save, r reject, s skip, 1-6 parts, o overlay; Ctrl+C stops")
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from click.testing import CliRunner
 
@@ -68,3 +70,12 @@ def test_writes_need_the_app_header_and_a_loopback_host(review_build, start_app,
     status, _, _ = raw_http(app.base, "GET", "/api/info", headers={"Host": "evil.example"})
     assert status == 400
     assert human_records(review_build) == []
+
+
+def test_one_app_per_reviewer_and_build(review_build, start_app):
+    start_app(review_build, "--reviewer", "gil")
+    second = subprocess.run([sys.executable, "-m", "t2iverw.cli", "review", str(review_build), "--port", "0",
+                             "--reviewer", "gil"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2
+    assert second.stderr.startswith("Error:") and "review-gil.jsonl is being written by pid" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
