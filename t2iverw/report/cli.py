@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from t2iverw.options import source_root_option
 from t2iverw.report import GALLERY
 
 
@@ -18,11 +19,12 @@ from t2iverw.report import GALLERY
 @click.option("--gallery", type=click.IntRange(min=0), default=GALLERY, show_default=True,
               help="Random overlays to draw (0: none; the only images a report decodes).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the gallery's sample.")
-def report(source: Path, out: Path, truth, gallery: int, seed: int) -> None:
+@source_root_option
+def report(source: Path, out: Path, truth, gallery: int, seed: int, source_root) -> None:
     """Write OUT/index.html with plots of a build directory or an export: splits, captions, parts, provenance."""
     from t2iverw.report.write import write_report
 
-    for line in write_report(source, out, truth=truth, gallery=gallery, seed=seed).lines():
+    for line in write_report(source, out, truth=truth, gallery=gallery, seed=seed, source_root=source_root).lines():
         click.echo(line)
 
 

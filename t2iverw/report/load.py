@@ -64,11 +64,11 @@ class Dataset:
         return self.frame["image_id"].to_numpy()[self.grid_rows].tolist()
 
 
-def load_dataset(path: str | Path) -> Dataset:
+def load_dataset(path: str | Path, source_root: str | Path | None = None) -> Dataset:
     """A build directory (has images.parquet) or an export (has data/*.parquet)."""
     path = Path(path)
     if (path / IMAGES).exists():
-        return _from_build(BuildDir.open(path))
+        return _from_build(BuildDir.open(path, source_root))
     if sorted((path / "data").glob("*.parquet")):
         return _from_export(path)
     raise T2IError(f"{path} is neither a build directory (no {IMAGES}) nor an export (no data/*.parquet)")
@@ -94,7 +94,11 @@ def _from_build(bd: BuildDir) -> Dataset:
     paths = dict(zip(frame["image_id"], frame["path"]))
 
     def load_images(image_ids: list[str]) -> dict[str, Image.Image]:
-        return {i: Image.open(bd.image_path(paths[i])).convert("RGB") for i in image_ids}
+        try:
+            root = bd.source_root
+        except T2IError:  # the source is not mounted here: a report without a gallery is still a report
+            return {}
+        return {i: Image.open(root / paths[i]).convert("RGB") for i in image_ids}
 
     def load_masks(image_id: str) -> list[np.ndarray] | None:
         rec = parts.get(image_id)

@@ -45,11 +45,12 @@ class ReportSummary:
 
 
 def write_report(source: str | Path, out: str | Path, *, truth: str | Path | None = None,
-                 gallery: int = GALLERY, seed: int = 0) -> ReportSummary:
-    """Write OUT/index.html, OUT/*.png and OUT/tables/*.csv for a build directory or an export."""
+                 gallery: int = GALLERY, seed: int = 0, source_root: str | Path | None = None) -> ReportSummary:
+    """Write OUT/index.html, OUT/*.png and OUT/tables/*.csv for a build directory or an export
+    (`source_root`: where a build's images are mounted, if not where `index` saw them)."""
     start = time.perf_counter()
     out = Path(out)
-    data = load_dataset(source)
+    data = load_dataset(source, source_root)
     if out.resolve() == data.root.resolve():
         raise T2IError(f"--out {out} is the dataset itself; choose another directory")
     out.mkdir(parents=True, exist_ok=True)

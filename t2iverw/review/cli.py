@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from t2iverw.options import source_root_option
 from t2iverw.review.serve import DEFAULT_PORT
 
 
@@ -21,11 +22,13 @@ from t2iverw.review.serve import DEFAULT_PORT
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but the loopback needs --token.")
 @click.option("--token", envvar="T2IVERW_REVIEW_TOKEN", help="Secret every request must carry (env T2IVERW_REVIEW_TOKEN).")
-def review(build: Path, port: int, scope: str, reviewer: str, host: str, token: str | None) -> None:
+@source_root_option
+def review(build: Path, port: int, scope: str, reviewer: str, host: str, token: str | None, source_root) -> None:
     """Review and correct the captions of BUILD in the browser: accept, edit, reject, skip."""
     from t2iverw.review.serve import serve_review
 
-    serve_review(build, reviewer=reviewer, scope=scope, host=host, port=port, token=token, echo=click.echo)
+    serve_review(build, reviewer=reviewer, scope=scope, host=host, port=port, token=token, source_root=source_root,
+                 echo=click.echo)
 
 
 commands = [review]

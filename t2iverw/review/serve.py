@@ -24,7 +24,8 @@ def is_loopback(host: str) -> bool:
 
 
 def serve_review(build: str | Path, *, reviewer: str, scope: str = "unreviewed", host: str = "127.0.0.1",
-                 port: int = DEFAULT_PORT, token: str | None = None, echo: Callable[[str], None] = print) -> None:
+                 port: int = DEFAULT_PORT, token: str | None = None, source_root: str | Path | None = None,
+                 echo: Callable[[str], None] = print) -> None:
     """Serve the review app of `build` on host:port (port 0: any free port) until interrupted."""
     import uvicorn
 
@@ -35,7 +36,7 @@ def serve_review(build: str | Path, *, reviewer: str, scope: str = "unreviewed",
         raise T2IError(f"--host {host} lets other machines write to the build: give --token SECRET "
                        f"(every request must then carry it), or keep the default --host 127.0.0.1")
     # the reviewer's log is held for the app's lifetime: a second app of the same reviewer stops here, in one line
-    with DecisionLog(BuildDir.open(build), reviewer) as log:
+    with DecisionLog(BuildDir.open(build, source_root), reviewer) as log:
         app = create_app(log, scope=scope, token=token, loopback=loopback)
         sock = _listen(host, port)
         bound = sock.getsockname()[1]
