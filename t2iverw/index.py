@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -220,5 +221,8 @@ def _write_outputs(out: Path, rows: list[dict], rejected: list[dict], source_roo
     with atomic_path(out / IMAGES) as tmp:
         pq.write_table(table, tmp)
     write_text(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
-    write_json(out / BUILD_INFO, {"source_root": str(source_root), "source_format": "veri-wild", "selection": selection,
+    write_json(out / BUILD_INFO, {"source_root": str(source_root),
+                                  # found again if the build and its source move together (build.py)
+                                  "source_root_relative": os.path.relpath(source_root, out.resolve()),
+                                  "source_format": "veri-wild", "selection": selection,
                                   "images": len(rows), "rejected": len(rejected)})
