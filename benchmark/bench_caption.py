@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -148,14 +149,14 @@ def encode_ms(build, n: int = 200) -> float:
 def measure(build, url: str, concurrency: int, limit: int, model: str = "bench", max_tokens: int = 256) -> dict:
     from t2iverw.caption import run_captions
 
-    (build.root / "captions.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(build.root / "captions", ignore_errors=True)  # every measurement captions from scratch
     cpu = time.process_time()
     summary = run_captions(build, endpoints=[url], model=model, concurrency=concurrency, limit=limit,
                            max_tokens=max_tokens, progress=False)
     requests = summary.done + sum(summary.failed.values())
     assert requests == limit, summary.lines()
-    return {"rps": requests / summary.seconds, "cpu_ms": (time.process_time() - cpu) * 1000 / requests,
-            "tokens_s": summary.completion_tokens / summary.seconds}
+    return {"rps": requests / summary.report.seconds, "cpu_ms": (time.process_time() - cpu) * 1000 / requests,
+            "tokens_s": summary.completion_tokens / summary.report.seconds}
 
 
 def real_server(build, url: str, model: str, max_tokens: int, c1_images: int) -> None:
