@@ -41,15 +41,6 @@ class PerQuery:
     gallery: int
 
 
-def rank_quality(ranks: np.ndarray, n_pos: int) -> tuple[int, float, float]:
-    """(first rank, AP, INP) of one query from the ascending ranks of the positives it retrieved."""
-    if len(ranks) == 0:
-        return 0, 0.0, 0.0
-    ap = float(np.sum(np.arange(1, len(ranks) + 1) / ranks)) / n_pos
-    inp = n_pos / float(ranks[-1]) if len(ranks) == n_pos else 0.0
-    return int(ranks[0]), ap, inp
-
-
 def encode_labels(query_labels: Sequence, gallery_labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes for the labels (any hashable ids: str, int), shared by queries and gallery."""
     q, gl = np.asarray(query_labels), np.asarray(gallery_labels)
@@ -126,23 +117,40 @@ def score_metrics(scores, query_labels: Sequence, gallery_labels: Sequence, *, c
             stop = min(start + chunk_size, n)
             chunk = _rows(scores, start, stop, query_ids)
             ranks = block_ranks(chunk, pos[offsets[start] : offsets[stop]], n_pos[start:stop], work)
-            first[start:stop], ap[start:stop], inp[start:stop] = _quality(ranks, n_pos[start:stop])
+            first[start:stop], ap[start:stop], inp[start:stop] = rank_quality(ranks, n_pos[start:stop],
+                                                                             n_pos[start:stop])
             bar.update(len(chunk))
     return PerQuery(first, ap, inp, n_pos, np.full(n, shape[1], np.int64), shape[1])
 
 
-def _quality(ranks: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first rank, AP, INP) per row from all positives' ranks, ascending within each row, rows in order."""
-    starts = np.cumsum(lens) - lens
-    precision = (np.arange(len(ranks)) - np.repeat(starts, lens) + 1) / ranks
-    return ranks[starts], np.add.reduceat(precision, starts) / lens, lens / ranks[starts + lens - 1]
+def rank_quality(ranks: np.ndarray, found: np.ndarray, n_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first rank, AP, INP) per query from the ascending ranks of the positives each retrieved.
+
+    `ranks` holds `found[q]` ranks for query q, queries in order; positives not retrieved
+    (a top-K list) count as misses: AP divides by all `n_pos[q]`, INP is 0 and a query
+    that retrieved none has first rank 0. Both evaluation paths use this one function, so
+    a ranking and the score matrix it came from give bit-identical numbers.
+    """
+    found, n_pos = np.asarray(found, np.int64), np.asarray(n_pos, np.int64)
+    starts = np.cumsum(found) - found
+    hit = found > 0
+    position = np.arange(len(ranks)) - np.repeat(starts, found) + 1
+    sums = np.zeros(len(found))
+    if hit.any():
+        sums[hit] = np.add.reduceat(position / ranks, starts[hit])
+    first = np.zeros(len(found), np.int64)
+    first[hit] = ranks[starts[hit]]
+    last = np.ones(len(found))
+    last[hit] = ranks[starts[hit] + found[hit] - 1]
+    inp = np.where(hit & (found == n_pos), n_pos / last, 0.0)
+    return first, sums / n_pos, inp
 
 
 def list_metrics(hits: Sequence[np.ndarray], n_pos: np.ndarray, depth: np.ndarray, gallery: int) -> PerQuery:
     """Per-query results of ranked lists: `hits[q]` are the 1-based positions of q's positives in its list."""
-    first, ap, inp = (np.array(v) for v in zip(*(rank_quality(np.asarray(h), int(p)) for h, p in zip(hits, n_pos))))
-    return PerQuery(first.astype(np.int64), ap.astype(float), inp.astype(float), np.asarray(n_pos, np.int64),
-                    np.asarray(depth, np.int64), gallery)
+    ranks = np.concatenate([np.asarray(h, np.int64) for h in hits]) if len(hits) else np.zeros(0, np.int64)
+    first, ap, inp = rank_quality(ranks, [len(h) for h in hits], n_pos)
+    return PerQuery(first, ap, inp, np.asarray(n_pos, np.int64), np.asarray(depth, np.int64), gallery)
 
 
 def rank_k(per_query: PerQuery, k: int) -> np.ndarray | None:
