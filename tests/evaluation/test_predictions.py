@@ -127,12 +127,15 @@ def test_every_caption_is_a_query(captioned_build, tmp_path):
     label = dict(zip(after.query_ids, after.query_labels.tolist()))
     assert {label[q] for q in extra} == {label[first]}
 
+    from t2iverw.evaluation.baselines import colour_word_scores
     from t2iverw.export import export_dataset
 
     export_dataset(build, tmp_path / "export")
     exported = ground_truth(tmp_path / "export")
     assert exported.query_ids == after.query_ids and exported.gallery_ids == after.gallery_ids
     assert np.array_equal(exported.query_labels, after.query_labels)
+    for dataset in (build, tmp_path / "export"):  # the colour baseline reads every caption's text
+        assert colour_word_scores(dataset).shape == (len(after.query_ids), len(after.gallery_ids))
 
 
 def test_query_ids_follow_the_schema_rule():
