@@ -26,14 +26,17 @@ def _range(text: str) -> tuple[int, int]:
 @click.option("--ids", type=click.IntRange(min=1), default=40, show_default=True, help="Number of vehicle identities.")
 @click.option("--per-id", default="3:8", show_default=True, help="Images per identity, MIN:MAX.")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
-def synth(out: Path, ids: int, per_id: str, seed: int) -> None:
-    """Write a synthetic VERI-Wild-shaped sample (images, vehicle_info.txt, true part masks) to OUT."""
-    from t2iverw.synth import write_sample
+@click.option("--layout", type=click.Choice(["veri-wild", "veri776"]), default="veri-wild", show_default=True,
+              help="Write VERI-Wild's layout, or VeRi-776's (gb2312 label XML, name lists, colour/type lists).")
+def synth(out: Path, ids: int, per_id: str, seed: int, layout: str) -> None:
+    """Write a synthetic VERI-Wild- or VeRi-776-shaped sample (images, metadata, true part masks) to OUT."""
+    from t2iverw.synth import write_sample, write_veri776_sample
 
     lo, hi = _range(per_id)
     if not 1 <= lo <= hi:
         raise click.BadParameter(f"need 1 <= MIN <= MAX, got {per_id}", param_hint="--per-id")
-    summary = write_sample(out, ids=ids, per_id=(lo, hi), seed=seed)
+    write = write_veri776_sample if layout == "veri776" else write_sample
+    summary = write(out, ids=ids, per_id=(lo, hi), seed=seed)
     click.echo(f"wrote {summary.images} images of {summary.identities} identities to {out}")
 
 
@@ -45,12 +48,18 @@ def synth(out: Path, ids: int, per_id: str, seed: int) -> None:
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the subset selection.")
 @click.option("--list", "list_file", type=click.Path(path_type=Path), help="Index exactly the vid/imgid lines of FILE.")
 @click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True, help="Decoding threads.")
-def index(source_root: Path, out: Path, limit_ids, max_per_id, seed: int, list_file, workers: int) -> None:
-    """Read a VERI-Wild root (real or synthetic) into OUT/images.parquet; bad images go to OUT/rejected.jsonl."""
+@click.option("--source", type=click.Choice(["auto", "veri-wild", "veri776"]), default="auto", show_default=True,
+              help="Source layout; auto detects VERI-Wild (train_test_split/vehicle_info.txt) or VeRi-776.")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Encoding of VERI-Wild's vehicle_info.txt; lines that do not decode are rejected.")
+def index(source_root: Path, out: Path, limit_ids, max_per_id, seed: int, list_file, workers: int, source: str,
+          encoding: str) -> None:
+    """Read a VERI-Wild or VeRi-776 root (real or synthetic) into OUT/images.parquet; bad inputs go to
+    OUT/rejected.jsonl."""
     from t2iverw.index import build_index
 
     summary = build_index(source_root, out, limit_ids=limit_ids, max_per_id=max_per_id, seed=seed,
-                          list_file=list_file, workers=workers)
+                          list_file=list_file, workers=workers, source=source, encoding=encoding)
     for line in summary.lines():
         click.echo(line)
 
