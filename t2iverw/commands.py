@@ -69,12 +69,15 @@ def index(source_root: Path, out: Path, limit_ids, max_per_id, seed: int, list_f
 @click.option("--test-ratio", type=float, default=TEST_RATIO, show_default=True, help="Share of identities in test.")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--from", "from_file", type=click.Path(path_type=Path),
-              help="Reuse a published split: a split.json, or a list of test vid or vid/imgid lines.")
+              help="Reuse a published split: a split.json, a release's annotation JSON, or a list of test vid or "
+                   "vid/imgid lines (VERI-Wild's test_3000.txt ...). The build may hold a subset of it.")
 def split(build: Path, test_ratio: float, seed: int, from_file) -> None:
     """Identity-disjoint train/test split of BUILD, written to BUILD/split.json."""
-    from t2iverw.split import make_split
+    from t2iverw.split import make_split, published_lines
 
     result = make_split(build, test_ratio=test_ratio, seed=seed, from_file=from_file)
+    for line in published_lines(result):
+        click.echo(line)
     for name in ("train", "test"):
         c = result["counts"][name]
         click.echo(f"{name}: {c['ids']} identities, {c['images']} images")
