@@ -25,7 +25,7 @@ import numpy as np
 LANE = 255  # per-row counts are summed in uint8 lanes of this many cells, which never overflow
 # Gathering and sorting one item above a level costs about as much as comparing this many
 # items at one whole-block level (measured: benchmark/bench_eval.py); it sets when to switch.
-GATHER_COST = 80.0
+GATHER_COST = 100.0
 
 
 class Workspace:
