@@ -232,7 +232,7 @@ def _check_images(source_root: Path, out: Path, entries: list[dict], workers: in
     todo = [e["path"] for e in entries if e["path"] not in done]
     with JsonlWriter(progress_path) as log, ThreadPoolExecutor(max_workers=workers) as pool:
         bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc="index", unit="img")
-        for chunk in _chunks(todo, 256):
+        for chunk in _chunks(todo, 32 * workers):  # a checkpoint every few dozen images per thread
             results = list(pool.map(lambda p: _check_one(source_root, p), chunk))
             log.write_many(results)
             done.update((r["path"], r) for r in results)
