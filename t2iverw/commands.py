@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from t2iverw.constants import DEFAULT_SEED, TEST_RATIO
+from t2iverw.options import source_root_option
 
 
 def _range(text: str) -> tuple[int, int]:
@@ -87,11 +88,13 @@ def split(build: Path, test_ratio: float, seed: int, from_file) -> None:
 @click.argument("build", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset directory.")
 @click.option("--no-images", is_flag=True, help="Annotations only (VERI-Wild's licence): no image bytes.")
-def export(build: Path, out: Path, no_images: bool) -> None:
+@source_root_option
+def export(build: Path, out: Path, no_images: bool, source_root) -> None:
     """Write BUILD as Parquet shards + dataset card that datasets.load_dataset(OUT) reads."""
+    from t2iverw.build import BuildDir
     from t2iverw.export import export_dataset
 
-    summary = export_dataset(build, out, include_images=not no_images)
+    summary = export_dataset(BuildDir.open(build, source_root), out, include_images=not no_images)
     for line in summary.lines():
         click.echo(line)
     click.echo(f"load it with: datasets.load_dataset({str(out)!r})")

@@ -87,19 +87,19 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
 
 def write_truth_parts(build: BuildDir) -> int:
     """Part records from the synthetic sample's ground-truth masks, in the segment stage's format."""
+    from t2iverw.runner import open_log
     from t2iverw.segment.masks import part_record
     from t2iverw.segment.model import PartMasks
 
-    count = 0
-    with build.log_writer("parts") as log:
-        for row in build.images(["image_id", "vehicle_id"]).to_pylist():
+    rows = build.images(["image_id", "vehicle_id"]).to_pylist()
+    settings = {"model": "synthetic ground truth", "grid": list(GRID), "input_size": INPUT_SIZE, "min_cover": MIN_COVER}
+    with open_log(build, "parts", "main", source="truth", settings=settings) as log:
+        for row in rows:
             truth = read_truth(build.source_root, f"{row['vehicle_id']}/{row['image_id']}")
             found = [int(m.any()) for m in truth]
             masks = PartMasks(masks=truth, scores=[float(f) for f in found], instances=found)
-            record = part_record(row["image_id"], masks, grid=GRID, input_size=INPUT_SIZE, min_cover=MIN_COVER)
-            log.write({**record, "model": "synthetic ground truth"})
-            count += 1
-    return count
+            log.append([part_record(row["image_id"], masks, grid=GRID, input_size=INPUT_SIZE, min_cover=MIN_COVER)])
+    return len(rows)
 
 
 def _indent(text: str, prefix: str) -> str:

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
@@ -56,13 +58,14 @@ class ExportSummary:
         ]
 
 
-def export_dataset(build: str | Path, out: str | Path, *, include_images: bool = True) -> ExportSummary:
+def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_images: bool = True) -> ExportSummary:
     """Write the build's train/test splits as Parquet shards with a dataset card to `out`."""
-    bd = BuildDir.open(build)
+    bd = build if isinstance(build, BuildDir) else BuildDir.open(build)
     out = Path(out)
     _check_replaceable(out)
     split = bd.split()
     captions, parts = bd.captions(), bd.parts()
+    check_consistency(bd, split, {"caption": captions, "segment": parts})
     grid = _grid_shape(parts)
     feats = features(grid, with_images=include_images)
     images = bd.images().to_pylist()
@@ -72,22 +75,70 @@ def export_dataset(build: str | Path, out: str | Path, *, include_images: bool =
         if row["vehicle_id"] in side:
             by_split[side[row["vehicle_id"]]].append(row)
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shards, sizes = {}, {}
-        bar = tqdm(total=len(images), desc="export", unit="img")
-        for name, rows in by_split.items():
-            shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar)
-        bar.close()
-        summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
-                                sum(r["image_id"] in captions for r in images),
-                                sum(r["image_id"] in parts for r in images), include_images, grid)
-        write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
-        _swap_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _output_lock(out):
+        tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+        try:
+            shards, sizes = {}, {}
+            bar = tqdm(total=len(images), desc="export", unit="img")
+            for name, rows in by_split.items():
+                shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar)
+            bar.close()
+            summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
+                                    sum(r["image_id"] in captions for r in images),
+                                    sum(r["image_id"] in parts for r in images), include_images, grid)
+            write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
+            _swap_into_place(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+@contextmanager
+def _output_lock(out: Path) -> Iterator[None]:
+    """One export into `out` at a time; the holder clears what killed exports left beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out.parent / f".{out.name}.lock"), timeout=0, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise T2IError(f"another `t2iverw export` is writing {out}; wait for it to finish") from None
+    try:
+        for stale in out.parent.glob(f".{out.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in out.parent.glob(f".{out.name}.old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        lock.release()
+
+
+def check_consistency(bd: BuildDir, split: dict, records: dict[str, dict[str, dict]]) -> None:
+    """Refuse, saying what to rerun, when the split or the records no longer describe the indexed images.
+
+    A split made before a re-index would silently drop the new identities' rows, and a
+    record made from an image file that has since changed would describe another image.
+    """
+    index = bd.images(["image_id", "vehicle_id", "sha256"]).to_pydict()
+    indexed = set(index["vehicle_id"])
+    listed = set(split["train_ids"]) | set(split["test_ids"])
+    unsplit, gone = sorted(indexed - listed), sorted(listed - indexed)
+    if unsplit or gone:
+        what = [f"{len(unsplit)} indexed identities (e.g. {unsplit[0]}) are in neither train nor test"] if unsplit else []
+        what += [f"{len(gone)} of its identities (e.g. {gone[0]}) are not in the index"] if gone else []
+        raise T2IError(f"{bd.split_path} no longer matches the index: {' and '.join(what)}; "
+                       f"re-run `t2iverw split {bd.root}` (same --seed, or --from the published split)")
+    side = {v: name for name in ("train", "test") for v in split[f"{name}_ids"]}
+    images = {name: sum(side[v] == name for v in index["vehicle_id"]) for name in ("train", "test")}
+    counted = {name: split.get("counts", {}).get(name, {}).get("images") for name in images}
+    if any(counted[n] is not None and counted[n] != images[n] for n in images):
+        raise T2IError(f"{bd.split_path} counts {counted['train']} train / {counted['test']} test images but the "
+                       f"index now has {images['train']} / {images['test']}; re-run `t2iverw split {bd.root}`")
+    sha = dict(zip(index["image_id"], index["sha256"]))
+    for stage, recs in records.items():
+        stale = sorted(i for i, r in recs.items() if i in sha and r.get("image_sha256") != sha[i])
+        if stale:
+            raise T2IError(f"{len(stale)} {stage} records (e.g. {stale[0]}) were made from an earlier version of "
+                           f"their image; re-run `t2iverw {stage} {bd.root}` (changed images are pending again)")
 
 
 def _check_replaceable(out: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -232,7 +233,7 @@ def _check_images(source_root: Path, out: Path, entries: list[dict], workers: in
     todo = [e["path"] for e in entries if e["path"] not in done]
     with JsonlWriter(progress_path) as log, ThreadPoolExecutor(max_workers=workers) as pool:
         bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc="index", unit="img")
-        for chunk in _chunks(todo, 32 * workers):  # a checkpoint every few dozen images per thread
+        for chunk in _chunks(todo, 256):
             results = list(pool.map(lambda p: _check_one(source_root, p), chunk))
             log.write_many(results)
             done.update((r["path"], r) for r in results)
@@ -279,8 +280,10 @@ def _write_outputs(out: Path, rows: list[dict], rejected: list[dict], source_roo
     with atomic_path(out / IMAGES) as tmp:
         pq.write_table(table, tmp)
     write_text(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
-    info = {"source_root": str(source_root), "source_format": source, "selection": selection,
-            "images": len(rows), "rejected": len(rejected)}
+    info = {"source_root": str(source_root),
+            # found again if the build and its source move together (build.py)
+            "source_root_relative": os.path.relpath(source_root, out.resolve()),
+            "source_format": source, "selection": selection, "images": len(rows), "rejected": len(rejected)}
     if encoding is not None:
         info["encoding"] = encoding
     if corrections:

@@ -100,25 +100,26 @@ def test_resume_reuses_logged_results_and_ignores_a_torn_line(synth_root, tmp_pa
 
 def test_killed_index_resumes_to_the_same_result(tmp_path):
     src = tmp_path / "src"
-    write_sample(src, ids=40, per_id=(6, 8), seed=1)
-    total = len(_info_lines(src)) - 1
+    write_sample(src, ids=100, per_id=(8, 8), seed=1)  # 800 images: progress is logged every 256
     build_index(src, tmp_path / "clean")
-    cmd = [sys.executable, "-m", "t2iverw.cli", "index", str(src), "--out", str(tmp_path / "killed"), "--workers", "1"]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "t2iverw.cli", "index", str(src), "--out", str(killed), "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    progress = tmp_path / "killed" / PROGRESS
     deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline:
-        if progress.exists() and progress.read_text().count("\n") >= 1:  # some images checked, not all
-            break
+    while _lines(killed / PROGRESS) == 0 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_at_kill = progress.read_text().count("\n")
-    assert 0 < done_at_kill < total, done_at_kill  # killed mid-work: a partial checkpoint on disk
-    assert not (tmp_path / "killed" / "images.parquet").exists()
-    build_index(src, tmp_path / "killed")
+    logged = _lines(killed / PROGRESS)
+    assert 0 < logged < 800 and not (killed / "images.parquet").exists(), "the kill must land mid-work"
+
+    build_index(src, killed)
     clean, resumed = (pq.read_table(tmp_path / d / "images.parquet") for d in ("clean", "killed"))
-    assert resumed.equals(clean)
+    assert resumed.equals(clean) and resumed.num_rows == 800
+
+
+def _lines(path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 # --- metadata encoding ------------------------------------------------------------------
