@@ -88,13 +88,31 @@ def split(build: Path, test_ratio: float, seed: int, from_file) -> None:
 @click.argument("build", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset directory.")
 @click.option("--no-images", is_flag=True, help="Annotations only (VERI-Wild's licence): no image bytes.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "pfcvr"]), default="parquet", show_default=True,
+              help="parquet: for datasets.load_dataset; pfcvr: the authors' release layout, for their code.")
+@click.option("--augmented-copies", is_flag=True,
+              help="Add the dark/light/noisy copies PFCVR's augmentation uses (the release's, else made).")
+@click.option("--dataset-name", type=click.Choice(["T2I_VeRi_new", "T2I_VeRi"]),
+              help="pfcvr: which annotation file name to write (default: the imported release's, else T2I_VeRi_new).")
 @source_root_option
-def export(build: Path, out: Path, no_images: bool, source_root) -> None:
-    """Write BUILD as Parquet shards + dataset card that datasets.load_dataset(OUT) reads."""
+def export(build: Path, out: Path, no_images: bool, fmt: str, augmented_copies: bool, dataset_name, source_root) -> None:
+    """Write BUILD as Parquet shards + dataset card that datasets.load_dataset(OUT) reads, or (--format pfcvr)
+    as the authors' release layout."""
     from t2iverw.build import BuildDir
+
+    bd = BuildDir.open(build, source_root)
+    if fmt == "pfcvr":
+        from t2iverw.release.pfcvr import export_pfcvr
+
+        if no_images:
+            raise click.BadParameter("the authors' layout holds the images; drop --no-images", param_hint="--format")
+        summary = export_pfcvr(bd, out, dataset=dataset_name, augmented_copies=augmented_copies)
+        for line in summary.lines():
+            click.echo(line)
+        return
     from t2iverw.export import export_dataset
 
-    summary = export_dataset(BuildDir.open(build, source_root), out, include_images=not no_images)
+    summary = export_dataset(bd, out, include_images=not no_images, augmented_copies=augmented_copies)
     for line in summary.lines():
         click.echo(line)
     click.echo(f"load it with: datasets.load_dataset({str(out)!r})")

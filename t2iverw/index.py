@@ -98,7 +98,7 @@ def build_index(
     entries, list_rejected = select(entries, limit_ids=limit_ids, max_per_id=max_per_id, seed=seed, list_file=list_file)
     rejected += list_rejected
 
-    checked = _check_images(source_root, out, entries, workers)
+    checked = check_images(source_root, out, entries, workers)
     rows = []
     for entry in entries:
         result = checked[entry["path"]]
@@ -111,8 +111,12 @@ def build_index(
                        if rejected else f"no images selected under {source_root}")
     selection = dict(limit_ids=limit_ids, max_per_id=max_per_id, seed=seed,
                      list_file=str(list_file) if list_file else None)
-    _write_outputs(out, rows, rejected, source_root, selection, source, corrections,
-                   encoding if source == "veri-wild" else None)
+    info = {"source_format": source, "selection": selection}
+    if source == "veri-wild":
+        info["encoding"] = encoding
+    if corrections:
+        info["corrections"] = corrections
+    write_outputs(out, rows, rejected, source_root, info)
     (out / PROGRESS).unlink(missing_ok=True)
     return IndexSummary(
         images=len(rows),
@@ -226,7 +230,7 @@ def keyed_hash(seed: int, *parts: str) -> str:
     return hashlib.sha256(":".join([str(seed), *parts]).encode()).hexdigest()
 
 
-def _check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, dict]:
+def check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, dict]:
     """path -> decode result for every entry, reusing results a killed run already logged."""
     progress_path = out / PROGRESS
     done = {r["path"]: r for r in read_jsonl(progress_path)}
@@ -274,18 +278,13 @@ def _reason_kind(reason: str) -> str:
     return "not in vehicle_info.txt" if "not in vehicle_info.txt" in reason else reason
 
 
-def _write_outputs(out: Path, rows: list[dict], rejected: list[dict], source_root: Path, selection: dict,
-                   source: str, corrections: list[dict], encoding: str | None) -> None:
+def write_outputs(out: Path, rows: list[dict], rejected: list[dict], source_root: Path, info: dict) -> None:
+    """images.parquet, rejected.jsonl and build.json (`info` adds what this source needs recorded)."""
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     with atomic_path(out / IMAGES) as tmp:
         pq.write_table(table, tmp)
     write_text(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
-    info = {"source_root": str(source_root),
-            # found again if the build and its source move together (build.py)
-            "source_root_relative": os.path.relpath(source_root, out.resolve()),
-            "source_format": source, "selection": selection, "images": len(rows), "rejected": len(rejected)}
-    if encoding is not None:
-        info["encoding"] = encoding
-    if corrections:
-        info["corrections"] = corrections
-    write_json(out / BUILD_INFO, info)
+    write_json(out / BUILD_INFO, {"source_root": str(source_root),
+                                  # found again if the build and its source move together (build.py)
+                                  "source_root_relative": os.path.relpath(source_root, out.resolve()),
+                                  **info, "images": len(rows), "rejected": len(rejected)})

@@ -21,17 +21,163 @@ image) is not imported and is listed in rejected.jsonl with its reason.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from t2iverw.build import REJECTED, BuildDir
+from t2iverw.constants import GRID
 from t2iverw.errors import T2IError
-from t2iverw.release.layout import TEST, TRAIN, BadRecord, Record, augmented_path, check_record, read_part_file
+from t2iverw.grid import pack_grid
+from t2iverw.index import PROGRESS, check_images, write_outputs
+from t2iverw.release.layout import (TEST, TRAIN, BadRecord, Record, augmented_path, check_record, find_annotations,
+                                    read_annotations, read_part_file)
+from t2iverw.runner import open_log
+from t2iverw.runner.records import SUFFIX, stage_dir
+from t2iverw.split import make_split
+from t2iverw.storage import read_jsonl, write_text
 
 QUERY_ORDER = "release_query_ids.txt"
 GALLERY_ORDER = "release_gallery_ids.txt"
+LOG = "import"
+BATCH = 512
+
+
+@dataclass
+class ImportSummary:
+    dataset: str
+    annotations: str
+    images: int
+    identities: int
+    queries: int
+    parts: int
+    split: dict
+    rejected: Counter
+    joined: Counter | None
+
+    def lines(self) -> list[str]:
+        c = self.split["counts"]
+        out = [f"imported {self.images} images of {self.identities} identities from {self.dataset} ({self.annotations})",
+               f"{self.queries} captions (each a query), part grids on {self.parts} images",
+               f"split: train {c['train']['ids']} identities / {c['train']['images']} images, "
+               f"test {c['test']['ids']} / {c['test']['images']}"]
+        if self.rejected:
+            reasons = ", ".join(f"{n} {r}" for r, n in self.rejected.most_common())
+            out.append(f"rejected {sum(self.rejected.values())} records ({reasons}); see {REJECTED}")
+        if self.joined is not None:
+            out.append(f"VERI-Wild metadata joined on {self.joined['joined']} images, {self.joined['unmatched']} "
+                       f"unmatched" + (f", {self.joined['vehicle differs']} with another vehicle id"
+                                       if self.joined["vehicle differs"] else ""))
+        return out
+
+
+def import_release(root: str | Path, out: str | Path, *, veri_wild: str | Path | None = None,
+                   encoding: str = "utf-8", workers: int = 8) -> ImportSummary:
+    """Read the release at `root` into the build directory `out` (see the module docstring)."""
+    root, out = check_root(root), Path(out)
+    dataset, annotations = find_annotations(root)
+    checked = check_records(root, read_annotations(annotations))
+    _reject_val_beside_test(checked)
+    entries = [{"image_id": r.image_id, "vehicle_id": r.vehicle_id, "camera_id": None, "time": None, "model": None,
+                "type": None, "color": None, "path": r.file_path} for r in checked.records]
+    joined = join_veri_wild(entries, Path(veri_wild), encoding) if veri_wild is not None else None
+
+    decoded = check_images(root, out, entries, workers)
+    rows, kept = [], {}
+    for entry, rec in zip(entries, checked.records):
+        result = decoded[entry["path"]]
+        if result["ok"]:
+            rows.append({**entry, "width": result["width"], "height": result["height"], "sha256": result["sha256"]})
+            kept[rec.image_id] = rec
+        else:
+            checked.rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": result["reason"]})
+    if not rows:
+        raise T2IError(f"no usable record in {annotations} ({len(checked.rejected)} rejected; see {out / REJECTED})")
+    rows.sort(key=lambda r: (r["vehicle_id"], r["image_id"]))
+    checked.rejected.sort(key=lambda r: r["record"])
+    settings = _settings(dataset, annotations)
+    write_outputs(out, rows, checked.rejected, root, {"source_format": "release", "release": settings,
+                                                     "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
+    split = make_split(out, from_file=annotations)
+    records = [r for r in checked.records if r.image_id in kept]
+    _write_records(BuildDir.open(out), root, records, checked.grids, settings)
+    queries, gallery = loader_orders(records, set(kept))
+    write_text(out / QUERY_ORDER, "".join(f"{q}\n" for q in queries))
+    write_text(out / GALLERY_ORDER, "".join(f"{g}\n" for g in gallery))
+    (out / PROGRESS).unlink(missing_ok=True)
+    return ImportSummary(dataset, annotations.name, len(rows), len({r["vehicle_id"] for r in rows}),
+                         sum(len(r.captions) for r in records), sum(r.image_id in checked.grids for r in records),
+                         split, Counter(_reason_kind(r["reason"]) for r in checked.rejected), joined)
+
+
+def _settings(dataset: str, annotations: Path) -> dict:
+    """What shaped the imported records: the dataset and the exact annotation file."""
+    digest = hashlib.sha256(annotations.read_bytes()).hexdigest()
+    return {"release": dataset, "annotations": annotations.name, "annotations_sha256": digest}
+
+
+def _reject_val_beside_test(checked: Checked) -> None:
+    """A build holds train and test only: with "test" records present, other non-train records have no place."""
+    if test_side(checked.records) != TEST:
+        return
+    keep = []
+    for rec in checked.records:
+        if rec.split in (TRAIN, TEST):
+            keep.append(rec)
+        else:
+            checked.rejected.append({"record": rec.index, "file_path": rec.file_path,
+                                     "reason": f"split {rec.split!r} beside 'test' records: a build holds train and "
+                                               "test only"})
+    checked.records = keep
+
+
+def _write_records(bd: BuildDir, root: Path, records: list[Record], grids: dict[str, np.ndarray],
+                   settings: dict) -> None:
+    """Caption, part and release records in the `import` logs; a rerun appends only what is missing."""
+    bodies = {
+        "captions": [{"image_id": r.image_id, "status": "ok", "caption_id": r.image_id, "text": r.captions[0],
+                      "texts": list(r.captions)} for r in records if r.captions],
+        "parts": [{"image_id": r.image_id, "status": "ok",
+                   "grid": {"shape": list(GRID), "cells": [pack_grid(g) for g in grids[r.image_id]]}}
+                  for r in records if r.image_id in grids],
+        "release": [{"image_id": r.image_id, "status": "ok", "order": r.index,
+                     "mask": None if r.mask is None else pack_grid(r.mask),
+                     "prompt": r.prompt, "split": r.split, "file_path": r.file_path, "boxes": r.boxes,
+                     "augmented": augmented_copies(root, r)} for r in records],
+    }
+    total = sum(len(b) for b in bodies.values())
+    with tqdm(total=total, desc="import", unit="rec") as bar:
+        for stage, items in bodies.items():
+            with open_log(bd, stage, LOG, source="release", settings=settings) as log:
+                done = _already_written(bd, stage, log.fp)
+                bar.update(sum(b["image_id"] in done for b in items))
+                todo = [b for b in items if b["image_id"] not in done]
+                for start in range(0, len(todo), BATCH):
+                    log.append(todo[start : start + BATCH])
+                    bar.update(len(todo[start : start + BATCH]))
+
+
+def _already_written(bd: BuildDir, stage: str, fp: str) -> set[str]:
+    """Images the import log already holds a record of under these settings (a killed import resumes)."""
+    return {r["image_id"] for r in read_jsonl(stage_dir(bd.root, stage) / f"{LOG}{SUFFIX}") if r.get("fp") == fp}
+
+
+def _reason_kind(reason: str) -> str:
+    """A short name of a rejection reason, for the summary line."""
+    if "part file" in reason and reason.endswith("is missing"):
+        return "missing part file"
+    for kind in ("duplicate file_path", "duplicate image id", "part file", "not one of", "not a 24x24 grid",
+                 "is not binary", "without 'boxes'", "missing file", "corrupt image", "unreadable file",
+                 "names no part", "beside 'test'"):
+        if kind in reason:
+            return {"part file": "bad part file", "not one of": "unknown category", "not a 24x24 grid": "grid not 24x24",
+                    "is not binary": "grid not binary", "without 'boxes'": "train record without boxes",
+                    "names no part": "train record without parts", "beside 'test'": "val beside test"}.get(kind, kind)
+    return "malformed record"
 
 
 @dataclass

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from t2iverw.build import BuildDir
 from t2iverw.cli import cli
+from t2iverw.runner import open_log
 from t2iverw.evaluation import evaluate_predictions
 from t2iverw.evaluation.inputs import ground_truth
 from t2iverw.schema import query_id
@@ -119,8 +120,8 @@ def test_every_caption_is_a_query(captioned_build, tmp_path):
     before = ground_truth(build)
     bd = BuildDir(build)
     first = before.query_ids[0]
-    with bd.log_writer("captions") as log:  # a release-style record: three captions of one image
-        log.write({"image_id": first, "caption_id": first, "status": "ok", "text": "a", "texts": ["a", "b", "c"]})
+    with open_log(bd, "captions", "import", source="release", settings={"release": "test"}) as log:
+        log.append([{"image_id": first, "caption_id": first, "status": "ok", "text": "a", "texts": ["a", "b", "c"]}])
     after = ground_truth(build)
     extra = [query_id(first, 1), query_id(first, 2)]
     assert sorted(after.query_ids) == sorted(before.query_ids + extra)

@@ -41,7 +41,7 @@ def write_release(root: Path, *, ids: int = 6, per_id: tuple[int, int] = (2, 3),
         split = "val" if v % 3 == 0 else "train"
         colour = tuple(rng.randrange(256) for _ in range(3))
         for k in range(rng.randint(*per_id)):
-            stem = f"{vid}_{k:04d}"
+            stem = f"{vid}_{len(records) + 1:06d}"  # "prefixid": the vehicle id, then a unique image id
             file_path = f"image/{stem}.jpg"
             image = Image.new("RGB", (rng.randint(40, 90), rng.randint(30, 60)), colour)
             (root / "image").mkdir(parents=True, exist_ok=True)
