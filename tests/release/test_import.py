@@ -86,6 +86,9 @@ def test_export_load_and_eval_an_imported_build(release, tmp_path):
     import_release(root, tmp_path / "build")
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "build"), "--out", str(tmp_path / "ds")])
     assert result.exit_code == 0, result.output
+    first = Path(written["records"][0]["file_path"]).stem  # `show` draws the grids (a release has no masks)
+    shown = CliRunner().invoke(cli, ["show", str(tmp_path / "build"), first, "--out", str(tmp_path / "s.png")])
+    assert shown.exit_code == 0 and Image.open(tmp_path / "s.png").size[0] > 100, shown.output
     ds = datasets.load_dataset(str(tmp_path / "ds"))
     by_id = {r["file_path"]: r for r in written["records"]}
     for row in ds["train"]:
