@@ -234,14 +234,10 @@ def loader_orders(records: list[Record], image_ids: set[str]) -> tuple[list[str]
     captions in list order; only records that were imported."""
     from t2iverw.evaluation.inputs import query_id
 
-    test = [r for r in records if r.image_id in image_ids and _is_test(r, records)]
+    side = test_side(records)
+    test = [r for r in records if r.image_id in image_ids and (r.split == TEST if side == TEST else r.split != TRAIN)]
     queries = [query_id(r.image_id, k) for r in test for k in range(len(r.captions))]
     return queries, [r.image_id for r in test]
-
-
-def _is_test(rec: Record, records: list[Record]) -> bool:
-    side = test_side(records)
-    return rec.split == TEST if side == TEST else rec.split != TRAIN
 
 
 def join_veri_wild(entries: list[dict], veri_wild: Path, encoding: str = "utf-8") -> Counter:

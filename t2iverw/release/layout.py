@@ -48,6 +48,7 @@ class Record:
     """One checked annotation record, in our terms."""
 
     index: int  # position in the annotation list (the authors' loader order)
+    image_id: str  # the file stem
     vehicle_id: str
     split: str
     file_path: str
@@ -55,10 +56,6 @@ class Record:
     boxes: str | None
     mask: np.ndarray | None  # (24, 24) bool
     prompt: str | None
-
-    @property
-    def image_id(self) -> str:
-        return PurePosixPath(self.file_path).stem
 
 
 def find_annotations(root: Path) -> tuple[str, Path]:
@@ -113,7 +110,7 @@ def check_record(rec: object, index: int) -> Record:
     prompt = rec.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise BadRecord(f"record {index}: prompt must be a string")
-    return Record(index, str(vehicle), split, file_path, captions, boxes, mask, prompt)
+    return Record(index, PurePosixPath(file_path).stem, str(vehicle), split, file_path, captions, boxes, mask, prompt)
 
 
 def relative_path(value: object, what: str) -> str:
@@ -135,7 +132,7 @@ def grid(value: object, what: str) -> np.ndarray:
         cells = np.array(value)
     except (ValueError, TypeError):
         raise BadRecord(f"{what} is not a {GRID[0]}x{GRID[1]} grid") from None
-    if cells.dtype.kind not in "iub" or not np.isin(cells, (0, 1)).all():
+    if cells.dtype.kind not in "iub" or cells.min() < 0 or cells.max() > 1:
         raise BadRecord(f"{what} is not binary (cells must be 0 or 1)")
     return cells.astype(bool)
 
@@ -150,15 +147,31 @@ def read_part_file(path: Path, what: str) -> np.ndarray:
         raise BadRecord(f"{what}: part file {path.name} is unreadable ({exc})") from None
     if not isinstance(instances, list):
         raise BadRecord(f"{what}: part file {path.name} is not a list of instances")
-    grids = np.zeros((len(PARTS), *GRID), bool)
     for n, inst in enumerate(instances):
         if not isinstance(inst, dict) or "category" not in inst or "mask" not in inst:
             raise BadRecord(f"{what}: instance {n} of {path.name} has no 'category' and 'mask'")
         if inst["category"] not in PARTS:
             raise BadRecord(f"{what}: instance {n} of {path.name} has category {inst['category']!r}, "
                             f"not one of {', '.join(PARTS)}")
-        grids[PARTS.index(inst["category"])] |= grid(inst["mask"], f"{what}: mask of instance {n} of {path.name}")
+    masks = _binary_grids([inst["mask"] for inst in instances])
+    if masks is None:  # find the first bad grid, to say which
+        for n, inst in enumerate(instances):
+            grid(inst["mask"], f"{what}: mask of instance {n} of {path.name}")
+    grids = np.zeros((len(PARTS), *GRID), bool)
+    for inst, mask in zip(instances, masks):
+        grids[PARTS.index(inst["category"])] |= mask
     return grids
+
+
+def _binary_grids(values: list) -> np.ndarray | None:
+    """All of a part file's grids as one (n, 24, 24) bool array in one conversion, or None if any is bad."""
+    try:
+        cells = np.array(values)
+    except (ValueError, TypeError):
+        return None
+    ok = cells.shape == (len(values), *GRID) and cells.dtype.kind in "iub" and (
+        not cells.size or (cells.min() >= 0 and cells.max() <= 1))
+    return cells.astype(bool) if ok else None
 
 
 def augmented_path(file_path: str, kind: str) -> str:
