@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,13 +81,18 @@ def import_release(root: str | Path, out: str | Path, *, veri_wild: str | Path |
     """Read the release at `root` into the build directory `out` (see the module docstring)."""
     root, out = check_root(root), Path(out)
     dataset, annotations = find_annotations(root)
-    checked = check_records(root, read_annotations(annotations))
-    _reject_val_beside_test(checked)
-    entries = [{"image_id": r.image_id, "vehicle_id": r.vehicle_id, "camera_id": None, "time": None, "model": None,
-                "type": None, "color": None, "path": r.file_path} for r in checked.records]
-    joined = join_veri_wild(entries, Path(veri_wild), encoding) if veri_wild is not None else None
+    with ThreadPoolExecutor(max_workers=1) as background:
+        decoding = []  # the crops decode (threads, outside the GIL) while the part files are parsed here
 
-    decoded = check_images(root, out, entries, workers)
+        def decode(records: list[Record]) -> None:
+            entries = [_entry(r) for r in records]
+            decoding.append(background.submit(check_images, root, out, entries, workers))
+
+        checked = check_records(root, read_annotations(annotations), on_fields_checked=decode)
+        decoded = decoding[0].result()
+    _reject_val_beside_test(checked)
+    entries = [_entry(r) for r in checked.records]
+    joined = join_veri_wild(entries, Path(veri_wild), encoding) if veri_wild is not None else None
     rows, kept = [], {}
     for entry, rec in zip(entries, checked.records):
         result = decoded[entry["path"]]
@@ -112,6 +118,12 @@ def import_release(root: str | Path, out: str | Path, *, veri_wild: str | Path |
     return ImportSummary(dataset, annotations.name, len(rows), len({r["vehicle_id"] for r in rows}),
                          sum(len(r.captions) for r in records), sum(r.image_id in checked.grids for r in records),
                          split, Counter(_reason_kind(r["reason"]) for r in checked.rejected), joined)
+
+
+def _entry(rec: Record) -> dict:
+    """The index row of a record, before its crop is decoded (metadata null unless joined)."""
+    return {"image_id": rec.image_id, "vehicle_id": rec.vehicle_id, "camera_id": None, "time": None, "model": None,
+            "type": None, "color": None, "path": rec.file_path}
 
 
 def _settings(dataset: str, annotations: Path) -> dict:
@@ -189,8 +201,12 @@ class Checked:
     rejected: list[dict] = field(default_factory=list)
 
 
-def check_records(root: Path, raw: list) -> Checked:
-    """Check each record and its part file; the first record wins a duplicate file_path or image id."""
+def check_records(root: Path, raw: list, on_fields_checked=None) -> Checked:
+    """Check each record and its part file; the first record wins a duplicate file_path or image id.
+
+    `on_fields_checked(records)` is called once every record's own fields are checked and
+    before the part files are read, so that the crops can be decoded meanwhile.
+    """
     out = Checked()
     paths: set[str] = set()
     image_ids: set[str] = set()
@@ -201,21 +217,32 @@ def check_records(root: Path, raw: list) -> Checked:
                 raise BadRecord(f"record {index}: duplicate file_path {rec.file_path}")
             if rec.image_id in image_ids:
                 raise BadRecord(f"record {index}: duplicate image id {rec.image_id} (file stem of {rec.file_path})")
-            grids = None
-            if rec.boxes is not None:
-                grids = read_part_file(root / rec.boxes, f"record {index}")
-                if rec.split == TRAIN and not grids.any():
-                    raise BadRecord(f"record {index}: the part file {rec.boxes} of a train record names no part")
         except BadRecord as exc:
-            file_path = item.get("file_path") if isinstance(item, dict) else None
-            out.rejected.append({"record": index, "file_path": file_path, "reason": str(exc)})
+            out.rejected.append(_rejection(item, index, exc))
             continue
         paths.add(rec.file_path)
         image_ids.add(rec.image_id)
         out.records.append(rec)
-        if grids is not None:
-            out.grids[rec.image_id] = grids
+    if on_fields_checked is not None:
+        on_fields_checked(out.records)
+    keep = []
+    for rec in tqdm(out.records, desc="part files", unit="file"):
+        try:
+            if rec.boxes is not None:
+                grids = read_part_file(root / rec.boxes, f"record {rec.index}")
+                if rec.split == TRAIN and not grids.any():
+                    raise BadRecord(f"record {rec.index}: the part file {rec.boxes} of a train record names no part")
+                out.grids[rec.image_id] = grids
+        except BadRecord as exc:
+            out.rejected.append(_rejection(raw[rec.index], rec.index, exc))
+            continue
+        keep.append(rec)
+    out.records = keep
     return out
+
+
+def _rejection(item: object, index: int, exc: BadRecord) -> dict:
+    return {"record": index, "file_path": item.get("file_path") if isinstance(item, dict) else None, "reason": str(exc)}
 
 
 def augmented_copies(root: Path, rec: Record) -> dict[str, str] | None:

@@ -22,8 +22,9 @@ See shared/pfcvr-code.md section 1.
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -110,17 +111,18 @@ def check_record(rec: object, index: int) -> Record:
     prompt = rec.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise BadRecord(f"record {index}: prompt must be a string")
-    return Record(index, PurePosixPath(file_path).stem, str(vehicle), split, file_path, captions, boxes, mask, prompt)
+    return Record(index, posixpath.splitext(posixpath.basename(file_path))[0], str(vehicle), split, file_path, captions, boxes, mask, prompt)
 
 
 def relative_path(value: object, what: str) -> str:
     """A path relative to the root, `/`-separated (backslashes mean `/`), never leaving the root."""
     if not isinstance(value, str) or not value:
         raise BadRecord(f"{what} must be a non-empty string")
-    path = PurePosixPath(value.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts:
+    path = value.replace("\\", "/")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if path.startswith("/") or ".." in parts or not parts:
         raise BadRecord(f"{what} {value!r} is not a path inside the release root")
-    return str(path)
+    return "/".join(parts)
 
 
 def grid(value: object, what: str) -> np.ndarray:
