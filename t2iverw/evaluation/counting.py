@@ -9,7 +9,7 @@ and a per-row count per level, while the block sits in cache) only as long as ma
 items remain above the next level; then the items above it are gathered once, sorted
 under a (row, score) key, and every remaining positive is found in them by binary
 search. Random scores stay on whole-block levels, still far cheaper than a Python loop
-per positive.
+per positive; in a long row (a large gallery) they are counted one positive at a time.
 
 Ties: positives sharing one score take the consecutive ranks gt+1..gt+m in some order,
 which gives the metrics (they use the set of ranks) exactly. Only a *negative* scoring
@@ -26,6 +26,11 @@ LANE = 255  # per-row counts are summed in uint8 lanes of this many cells, which
 # Gathering and sorting one item above a level costs about as much as comparing this many
 # items at one whole-block level (measured: benchmark/bench_eval.py); it sets when to switch.
 GATHER_COST = 100.0
+# From this gallery size on, rows where too many items beat the weakest positive to gather
+# (random-like scores) are counted one positive at a time (`direct_ranks`) instead of by
+# whole-block levels: a row then fits in cache by itself, and per-call overhead is small.
+LONG_ROW = 32768
+SAMPLE_STRIDE = 64
 
 
 class Workspace:
@@ -78,25 +83,26 @@ def block_ranks(block: np.ndarray, pos: np.ndarray, lens: np.ndarray, work: Work
     rank = above + 1 + (mult - 1 - within)  # strictly decreasing along each row's slots
     out = np.empty(len(values), np.int64)
     out[starts[rows] + lens[rows] - 1 - slot] = rank
-    for r in np.flatnonzero(counts.tie):
+    for r in np.flatnonzero(counts.direct):
         out[starts[r] : starts[r] + lens[r]] = direct_ranks(block[r], pos[starts[r] : starts[r] + lens[r]])
     return out
 
 
 class _Counts:
-    """Per (row, level): items >= the level's score, items > it where counted exactly, and tie rows."""
+    """Per (row, level): items >= the level's score, items > it where counted exactly, and the rows
+    left to the direct formula (a negative ties a positive, or long rows of random-like scores)."""
 
     def __init__(self, rows: int, levels: int):
         self.ge = np.zeros((rows, levels), np.int64)
         self.gt = np.full((rows, levels), -1, np.int64)  # -1: only known when the row has no tie
-        self.tie = np.zeros(rows, bool)
+        self.direct = np.zeros(rows, bool)
 
     def above(self, rows: np.ndarray, slot: np.ndarray, mult: np.ndarray) -> np.ndarray:
-        """Items strictly above each positive (exact for every row not marked as a tie)."""
+        """Items strictly above each positive (exact for every row not left to the direct formula)."""
         ge, gt = self.ge[rows, slot], self.gt[rows, slot]
         exact = gt >= 0
         bad = exact & (ge - gt != mult)
-        self.tie[rows[bad]] = True
+        self.direct[rows[bad]] = True
         return np.where(exact, gt, ge - mult)
 
 
@@ -113,6 +119,9 @@ def _count_levels(block, levels, lens, expected, counts: _Counts, work: Workspac
     """Count levels over whole rows while many items reach them, then the rest from the items gathered."""
     g = block.shape[1]
     ids, sub, sub_levels, sub_expected = np.arange(len(block)), block, levels, expected
+    if g >= LONG_ROW and not _worth_gathering(sub, levels[:, :1], lens, g):
+        counts.direct[:] = True
+        return
     for k in range(levels.shape[1]):
         active = lens[ids] > k
         if active.mean() < 0.5:  # most rows are done: stop comparing them
@@ -124,11 +133,22 @@ def _count_levels(block, levels, lens, expected, counts: _Counts, work: Workspac
         if ge.sum() * GATHER_COST < remaining.sum() * g:
             _gathered_levels(flags, sub, sub_levels, remaining, k, ids, counts, work)
             return
+        if g >= LONG_ROW:  # a long row stays in cache on its own: two counts per positive read it less often
+            counts.direct[ids[remaining > 0]] = True
+            return
         counts.ge[ids, k] = ge
         flags = work.compare(np.greater, sub, threshold)
         if np.count_nonzero(flags) != ge.sum() - sub_expected[:, k].sum():  # a negative equals a positive
             gt = work.row_counts(flags)
-            counts.tie[ids[ge - gt != sub_expected[:, k]]] = True
+            counts.direct[ids[ge - gt != sub_expected[:, k]]] = True
+
+
+def _worth_gathering(block: np.ndarray, weakest: np.ndarray, lens: np.ndarray, g: int) -> bool:
+    """Whether few enough items beat the weakest positives to gather them, judged on every
+    SAMPLE_STRIDE-th column: a long row of random-like scores is left to the direct formula
+    without reading it whole first."""
+    estimate = np.count_nonzero(block[:, ::SAMPLE_STRIDE] >= weakest) * SAMPLE_STRIDE
+    return estimate * GATHER_COST < lens.sum() * g
 
 
 def _gathered_levels(flags, sub, sub_levels, remaining, k0, ids, counts: _Counts, work: Workspace) -> None:

@@ -27,6 +27,7 @@ from t2iverw.evaluation.counting import Workspace, block_ranks
 
 KS: tuple[int, ...] = (1, 5, 10)
 CHUNK = 256
+BLOCK_BYTES = 4 * 2**20  # rows counted together stay about this size, so repeated compares hit the cache
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,11 @@ def score_metrics(scores, query_labels: Sequence, gallery_labels: Sequence, *, c
     offsets = np.concatenate([[0], np.cumsum(n_pos)])
     n = len(n_pos)
     first, ap, inp = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
-    work = Workspace(min(chunk_size, n), shape[1])
+    block = max(1, min(chunk_size, BLOCK_BYTES // (4 * max(shape[1], 1))))
+    work = Workspace(min(block, n), shape[1])
     with tqdm(total=n, desc="eval", unit="query", disable=not progress, leave=False) as bar:
-        for start in range(0, n, chunk_size):
-            stop = min(start + chunk_size, n)
+        for start in range(0, n, block):
+            stop = min(start + block, n)
             chunk = _rows(scores, start, stop, query_ids)
             ranks = block_ranks(chunk, pos[offsets[start] : offsets[stop]], n_pos[start:stop], work)
             first[start:stop], ap[start:stop], inp[start:stop] = rank_quality(ranks, n_pos[start:stop],

@@ -18,12 +18,14 @@ def positives_of(gallery: np.ndarray, query: np.ndarray) -> tuple[list[np.ndarra
     return pos, np.concatenate(pos), np.array([len(p) for p in pos])
 
 
-# GATHER_COST 0: gather at the first level; inf: count every level over whole rows; 50: switch midway
-@pytest.mark.parametrize("gather_cost", [0.0, 50.0, float("inf")])
+# GATHER_COST 0: gather at the first level; inf: count every level over whole rows; 50: switch midway;
+# LONG_ROW 1: rows not gathered go to the direct formula
+@pytest.mark.parametrize(("gather_cost", "long_row"), [(0.0, 2**20), (50.0, 2**20), (float("inf"), 2**20), (50.0, 1)])
 @pytest.mark.parametrize("kind", ["float32", "float64", "ties", "trained"])
-def test_block_ranks_equal_the_direct_formula(monkeypatch, gather_cost, kind):
+def test_block_ranks_equal_the_direct_formula(monkeypatch, gather_cost, long_row, kind):
     monkeypatch.setattr(counting, "GATHER_COST", gather_cost)
-    rng = np.random.default_rng(hash((kind, gather_cost)) % 2**32)
+    monkeypatch.setattr(counting, "LONG_ROW", long_row)
+    rng = np.random.default_rng(sum(map(ord, kind)) + int(min(gather_cost, 99)) + long_row % 7)
     for trial in range(30):
         n, g = int(rng.integers(1, 40)), int(rng.integers(2, 300))
         gallery = rng.integers(0, int(rng.integers(1, 12)), g)
