@@ -30,7 +30,7 @@ GATHER_COST = 100.0
 # (random-like scores) are counted one positive at a time (`direct_ranks`) instead of by
 # whole-block levels: a row then fits in cache by itself, and per-call overhead is small.
 LONG_ROW = 32768
-SAMPLE_STRIDE = 64
+SAMPLES = 8
 
 
 class Workspace:
@@ -68,6 +68,8 @@ def block_ranks(block: np.ndarray, pos: np.ndarray, lens: np.ndarray, work: Work
     work = work or Workspace(n, g)
     rows = np.repeat(np.arange(n), lens)
     starts = np.cumsum(lens) - lens
+    if g >= LONG_ROW and not _worth_gathering(block, np.minimum.reduceat(block[rows, pos], starts), lens, g):
+        return np.concatenate([direct_ranks(row, pos[a : a + m]) for row, a, m in zip(block, starts, lens)])
     slot = np.arange(len(pos)) - starts[rows]
     levels = np.full((n, int(lens.max())), np.nan, dtype=block.dtype)
     levels[rows, slot] = block[rows, pos]
@@ -119,9 +121,6 @@ def _count_levels(block, levels, lens, expected, counts: _Counts, work: Workspac
     """Count levels over whole rows while many items reach them, then the rest from the items gathered."""
     g = block.shape[1]
     ids, sub, sub_levels, sub_expected = np.arange(len(block)), block, levels, expected
-    if g >= LONG_ROW and not _worth_gathering(sub, levels[:, :1], lens, g):
-        counts.direct[:] = True
-        return
     for k in range(levels.shape[1]):
         active = lens[ids] > k
         if active.mean() < 0.5:  # most rows are done: stop comparing them
@@ -144,11 +143,13 @@ def _count_levels(block, levels, lens, expected, counts: _Counts, work: Workspac
 
 
 def _worth_gathering(block: np.ndarray, weakest: np.ndarray, lens: np.ndarray, g: int) -> bool:
-    """Whether few enough items beat the weakest positives to gather them, judged on every
-    SAMPLE_STRIDE-th column: a long row of random-like scores is left to the direct formula
-    without reading it whole first."""
-    estimate = np.count_nonzero(block[:, ::SAMPLE_STRIDE] >= weakest) * SAMPLE_STRIDE
-    return estimate * GATHER_COST < lens.sum() * g
+    """Whether few enough items beat each row's weakest positive to gather them, judged on
+    SAMPLES contiguous stretches of columns (1/64 of the row): a long row of random-like
+    scores goes to the direct formula without being read whole first."""
+    width = max(1, g // (64 * SAMPLES))
+    starts = np.linspace(0, g - width, SAMPLES).astype(int)
+    seen = sum(np.count_nonzero(block[:, a : a + width] >= weakest[:, None]) for a in starts)
+    return seen * (g / (width * SAMPLES)) * GATHER_COST < lens.sum() * g
 
 
 def _gathered_levels(flags, sub, sub_levels, remaining, k0, ids, counts: _Counts, work: Workspace) -> None:
