@@ -6,6 +6,7 @@ One definition, so `--shard`, `--redo`/`--keep`, `--retry-failed`, `--limit` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,17 +23,24 @@ def source_root_option(f: Callable) -> Callable:
 
 
 def runner_options(f: Callable) -> Callable:
-    """--shard, --redo/--keep, --retry-failed, --limit, --source-root."""
+    """--shard, --redo/--keep (passed on as `mode`: 'redo', 'keep' or None), --retry-failed, --limit, --source-root."""
+
+    @functools.wraps(f)
+    def command(*args, redo: bool, keep: bool, **kwargs):
+        if redo and keep:
+            raise click.UsageError("--redo and --keep exclude each other: choose one")
+        return f(*args, mode="redo" if redo else "keep" if keep else None, **kwargs)
+
     for option in reversed([
         click.option("--shard", help="Process shard i of N (i/N): a stable, disjoint slice of the images; run one "
                                      "process per shard, on any machines that see the build."),
-        click.option("--redo", "mode", flag_value="redo",
+        click.option("--redo", is_flag=True,
                      help="Records of other settings exist: reprocess those images under these settings."),
-        click.option("--keep", "mode", flag_value="keep",
+        click.option("--keep", is_flag=True,
                      help="Records of other settings exist: keep them; process only images without a record."),
         click.option("--retry-failed", is_flag=True, help="Also retry images whose latest record failed."),
         click.option("--limit", type=click.IntRange(min=1), help="Process at most this many pending images."),
         source_root_option,
     ]):
-        f = option(f)
-    return f
+        command = option(command)
+    return command

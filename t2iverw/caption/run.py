@@ -166,10 +166,33 @@ def run_captions(
 ) -> CaptionSummary:
     """Caption the pending images of `build` (of `shard`) and summarise caption QA; T2IError when no server answers."""
     build = build if isinstance(build, BuildDir) else BuildDir.open(build)
-    engine = make_backend(backend, model=model, endpoints=list(endpoints or [DEFAULT_ENDPOINT]), timeout=timeout,
-                          retries=retries, backoff=backoff, wait=wait)
-    worker = CaptionWorker(engine, load_prompt(prompt, hints=hints), Sampling(max_tokens, temperature, seed),
-                           max_pixels=max_pixels, concurrency=concurrency)
+    worker = caption_worker(backend=backend, endpoints=endpoints, model=model, prompt=prompt, hints=hints,
+                            concurrency=concurrency, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                            max_pixels=max_pixels, timeout=timeout, retries=retries, backoff=backoff, wait=wait)
     report = run_stage(build, worker, shard=shard, mode=Mode(mode), retry_failed=retry_failed, limit=limit,
                        progress=progress)
     return CaptionSummary(report, worker.completion_tokens, worker.words, run_qa(build))
+
+
+def caption_worker(
+    *,
+    backend: str = "openai",
+    endpoints: list[str] | None = None,
+    model: str | None = None,
+    prompt: str | Path | None = None,
+    hints: str = DEFAULT_HINTS,
+    concurrency: int = 32,
+    max_tokens: int = 256,
+    temperature: float = 0.7,
+    seed: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    timeout: float = 300.0,
+    retries: int = 6,
+    backoff: float = 1.0,
+    wait: float = 0.0,
+) -> CaptionWorker:
+    """A caption worker from command-line options (the in-process run and each Ray actor build it alike)."""
+    engine = make_backend(backend, model=model, endpoints=list(endpoints or [DEFAULT_ENDPOINT]), timeout=timeout,
+                          retries=retries, backoff=backoff, wait=wait)
+    return CaptionWorker(engine, load_prompt(prompt, hints=hints), Sampling(max_tokens, temperature, seed),
+                         max_pixels=max_pixels, concurrency=concurrency)

