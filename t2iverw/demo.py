@@ -29,6 +29,7 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     from t2iverw.evaluation.report import format_table
     from t2iverw.export import export_dataset
     from t2iverw.index import build_index
+    from t2iverw.report.write import write_report
     from t2iverw.split import make_split
     from t2iverw.synth import write_sample
 
@@ -79,10 +80,15 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     ranks = predict(run, dataset, run / "ranks.json")
     echo(_indent(format_table(evaluate_predictions(dataset, ranks=ranks).metrics), "    "))
 
+    step("report", "splits, captions, parts and provenance as one HTML page")
+    report = write_report(build, out / "report", truth=source)
+    echo(f"  {report.index}")
+
     echo("")
     echo(f"done. The dataset is in {dataset}; load it with:")
     echo(f"  import datasets; ds = datasets.load_dataset({str(dataset)!r})")
-    return {"source": source, "build": build, "dataset": dataset, "run": run, "ranks": ranks}
+    echo(f"Review and correct its captions in the browser: t2iverw review {build}")
+    return {"source": source, "build": build, "dataset": dataset, "run": run, "ranks": ranks, "report": report.index}
 
 
 def write_truth_parts(build: BuildDir) -> int:
