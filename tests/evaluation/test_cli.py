@@ -149,8 +149,10 @@ def test_malformed_json(export_dir, base):
     path = base["tmp"] / "ranks.json"
     path.write_text('{"000001": ["000002",]}')
     assert_one_line_error(*run(export_dir, "--pred", path), "not valid JSON", "line 1")
-    path.write_text('["000001"]')
-    assert_one_line_error(*run(export_dir, "--pred", path), "must be a JSON object")
+    path.write_text('"000001"')
+    assert_one_line_error(*run(export_dir, "--pred", path), "must be a JSON object", "or a list of rankings")
+    path.write_text('[["000001"]]')
+    assert_one_line_error(*run(export_dir, "--pred", path), "list of rankings", "--query-ids")
     first = base["ids"]["queries"][0]
     path.write_text(json.dumps(base["ranks"] | {first: "000002"}))
     assert_one_line_error(*run(export_dir, "--pred", path), repr(first), "must be a list")
