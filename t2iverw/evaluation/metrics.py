@@ -7,11 +7,10 @@ score). So the rank of a positive p is
     1 + #{gallery j: s_j > s_p} + #{gallery j < p: s_j == s_p}
 
 and the numbers never depend on a sort algorithm. Only the positives' ranks matter, so
-no row is ever sorted: `counting.block_ranks` counts, for a block of rows at once, how
-many items score above each positive, reading each row about once when positives
-score above most negatives (as a trained model's do) and a few times on random
-scores. Rows are read a block at a time, so a memory-mapped matrix larger than RAM
-works, and no queries x gallery index array is ever built.
+no row is ever sorted: `counting.block_ranks` counts, in compiled code, how many items
+score above each positive, reading each row from memory once whatever the scores look
+like. Rows are read a block at a time, so a memory-mapped matrix larger than RAM works,
+and no queries x gallery index array is ever built.
 """
 
 from __future__ import annotations
@@ -23,11 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 from t2iverw.errors import T2IError
-from t2iverw.evaluation.counting import Workspace, block_ranks
+from t2iverw.evaluation.counting import block_ranks
 
 KS: tuple[int, ...] = (1, 5, 10)
 CHUNK = 256
-BLOCK_BYTES = 4 * 2**20  # rows counted together stay about this size, so repeated compares hit the cache
+BLOCK_BYTES = 16 * 2**20  # rows converted and checked together: bounded memory for any gallery size
 
 
 @dataclass(frozen=True)
@@ -113,12 +112,11 @@ def score_metrics(scores, query_labels: Sequence, gallery_labels: Sequence, *, c
     n = len(n_pos)
     first, ap, inp = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
     block = max(1, min(chunk_size, BLOCK_BYTES // (4 * max(shape[1], 1))))
-    work = Workspace(min(block, n), shape[1])
     with tqdm(total=n, desc="eval", unit="query", disable=not progress, leave=False) as bar:
         for start in range(0, n, block):
             stop = min(start + block, n)
             chunk = _rows(scores, start, stop, query_ids)
-            ranks = block_ranks(chunk, pos[offsets[start] : offsets[stop]], n_pos[start:stop], work)
+            ranks = block_ranks(chunk, pos[offsets[start] : offsets[stop]], n_pos[start:stop])
             first[start:stop], ap[start:stop], inp[start:stop] = rank_quality(ranks, n_pos[start:stop],
                                                                              n_pos[start:stop])
             bar.update(len(chunk))
