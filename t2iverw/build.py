@@ -1,14 +1,19 @@
 """The build directory: one folder that holds every stage's output.
 
 A dataset build is `index -> caption -> segment -> split -> export`; each stage reads
-what earlier ones wrote here. This module is the single owner of the layout, so the
-file names and the record-merging rule (the latest record of an image wins) live in
-one place. See annotations/schema.md for the record formats.
+what earlier ones wrote here. This module is the single owner of the layout; the record
+logs of the model stages (`captions/`, `parts/`) are read and written through
+`t2iverw.runner`, which owns their locking and ordering. See annotations/schema.md.
+
+A build is portable: images are found through a source root that `--source-root` or
+`T2IVERW_SOURCE_ROOT` override, and otherwise through the path `index` recorded, both as
+given and relative to the build, so a build moved together with its source still works.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,27 +21,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from t2iverw.errors import T2IError
-from t2iverw.storage import JsonlWriter, read_jsonl
 
 IMAGES = "images.parquet"
 BUILD_INFO = "build.json"
 REJECTED = "rejected.jsonl"
 SPLIT = "split.json"
-CAPTIONS_GLOB = "captions*.jsonl"
-PARTS_GLOB = "parts*.jsonl"
+SOURCE_ROOT_ENV = "T2IVERW_SOURCE_ROOT"
 
 
 @dataclass(frozen=True)
 class BuildDir:
     root: Path
+    source_override: Path | None = None
 
     @classmethod
-    def open(cls, root: str | Path) -> BuildDir:
+    def open(cls, root: str | Path, source_root: str | Path | None = None) -> BuildDir:
         """An existing, indexed build directory, or a clear error saying how to make one."""
         root = Path(root)
         if not (root / IMAGES).exists():
             raise T2IError(f"{root} is not a build directory (no {IMAGES}); run `t2iverw index SOURCE --out {root}` first")
-        return cls(root)
+        return cls(root, Path(source_root) if source_root else None)
 
     # --- index -----------------------------------------------------------------
     @property
@@ -52,11 +56,22 @@ class BuildDir:
 
     @property
     def source_root(self) -> Path:
-        """Where the images are read from (the VERI-Wild root given to `index`)."""
-        src = self.info().get("source_root")
-        if not src:
-            raise T2IError(f"{self.root / BUILD_INFO} names no source_root; re-run `t2iverw index`")
-        return Path(src)
+        """Where the images are read from: --source-root, $T2IVERW_SOURCE_ROOT, or what `index` recorded."""
+        if self.source_override is not None:
+            return _existing(self.source_override, "--source-root")
+        if os.environ.get(SOURCE_ROOT_ENV):
+            return _existing(Path(os.environ[SOURCE_ROOT_ENV]), f"${SOURCE_ROOT_ENV}")
+        info = self.info()
+        recorded = [Path(info["source_root"])] if info.get("source_root") else []
+        if info.get("source_root_relative") is not None:
+            recorded.append(self.root / info["source_root_relative"])
+        for candidate in recorded:
+            if candidate.is_dir():
+                return candidate
+        if not recorded:
+            raise T2IError(f"{self.root / BUILD_INFO} names no source root; re-run `t2iverw index`")
+        raise T2IError(f"the images of {self.root} are not at {recorded[0]} (recorded by `t2iverw index`); "
+                       f"pass --source-root DIR or set {SOURCE_ROOT_ENV} to where the source is mounted here")
 
     def image_path(self, rel_path: str) -> Path:
         return self.source_root / rel_path
@@ -71,24 +86,23 @@ class BuildDir:
             raise T2IError(f"{self.root} has no {SPLIT}; run `t2iverw split {self.root}` first")
         return json.loads(self.split_path.read_text())
 
-    # --- record logs (caption, segment) ----------------------------------------
-    def log_writer(self, stage: str, shard: tuple[int, int] | None = None) -> JsonlWriter:
-        """Append-only log for `stage` ('captions' or 'parts'); one file per shard so shards never share a file."""
-        suffix = "" if shard is None or shard[1] == 1 else f"-{shard[0]:05d}-of-{shard[1]:05d}"
-        return JsonlWriter(self.root / f"{stage}{suffix}.jsonl")
+    # --- record logs (caption, segment, release import, review) ---------------------
+    def latest(self, stage: str) -> dict[str, dict]:
+        """image_id -> the latest record of `stage` ('captions', 'parts', 'release'), of any status."""
+        from t2iverw.runner.records import latest
 
-    def latest_records(self, stage: str) -> dict[str, dict]:
-        """image_id -> the latest record of `stage` across all its shard logs (later lines override earlier)."""
-        latest: dict[str, dict] = {}
-        for path in sorted(self.root.glob(f"{stage}*.jsonl")):
-            for rec in read_jsonl(path):
-                latest[rec["image_id"]] = rec
-        return latest
+        return latest(self.root, stage)
 
     def captions(self) -> dict[str, dict]:
-        """image_id -> caption record with status 'ok' (failed ones are not captions)."""
-        return {k: r for k, r in self.latest_records("captions").items() if r.get("status") == "ok"}
+        """image_id -> latest caption record, where it is ok (failed and rejected ones are not captions)."""
+        return {k: r for k, r in self.latest("captions").items() if r.get("status") == "ok"}
 
     def parts(self) -> dict[str, dict]:
-        """image_id -> part record with status 'ok'."""
-        return {k: r for k, r in self.latest_records("parts").items() if r.get("status") == "ok"}
+        """image_id -> latest part record, where it is ok."""
+        return {k: r for k, r in self.latest("parts").items() if r.get("status") == "ok"}
+
+
+def _existing(path: Path, given_by: str) -> Path:
+    if not path.is_dir():
+        raise T2IError(f"source root {path} (from {given_by}) is not a directory")
+    return path

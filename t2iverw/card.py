@@ -35,18 +35,18 @@ def write_card(path: Path, feats: Features, summary, sizes: dict[str, int], spli
         dataset_info=dataset_info(feats, summary.rows, sizes)._to_yaml_dict(),
     )
     template = importlib.resources.files("t2iverw.annotations") / "dataset_card.md"
+    template_str = template.read_text(encoding="utf-8")
     card = DatasetCard.from_template(
         data,
-        template_str=template.read_text(encoding="utf-8"),
+        template_str=template_str,
+        settings_text=settings_text,
         summary=summary,
         split=split,
         columns=[(name, type_string(feats[name]), DESCRIPTIONS[name]) for name in feats],
         parts=PARTS,
-        caption_models=_provenance(captions, "model"),
-        prompt_hashes=_provenance(captions, "prompt_hash"),
         grid=summary.grid,
         min_cover=_provenance(parts, "grid", "min_cover"),
-        seg_models=_provenance(parts, "model"),
+        provenance={"captions": settings_groups(captions), "part masks": settings_groups(parts)},
     )
     card.save(path)
 
@@ -57,6 +57,31 @@ def dataset_info(feats: Features, rows: dict[str, int], sizes: dict[str, int]) -
     for name, n in rows.items():
         splits.add(SplitInfo(name=name, num_examples=n, num_bytes=sizes[name]))
     return DatasetInfo(features=feats, splits=splits)
+
+
+def settings_groups(records: dict[str, dict]) -> list[dict]:
+    """The distinct (source, settings) that made the exported records, with counts, most common first.
+
+    More than one group means the column mixes settings (a run with --keep, or human
+    edits beside model captions): the card says so instead of naming one model.
+    """
+    groups: dict[str, dict] = {}
+    for rec in records.values():
+        key = f"{rec.get('source', 'unknown')}/{rec.get('fp')}"
+        group = groups.setdefault(key, {"source": rec.get("source", "unknown"), "fp": rec.get("fp"),
+                                        "settings": rec.get("settings") or {}, "count": 0})
+        group["count"] += 1
+    return sorted(groups.values(), key=lambda g: -g["count"])
+
+
+def settings_text(settings: dict) -> str:
+    """`key=value` pairs of a settings dict on one line (nested dicts dotted), for the card."""
+    def flat(d: dict, prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"]
+        return out
+    return ", ".join(flat(settings)) or "none recorded"
 
 
 def _provenance(records: dict[str, dict], *keys: str) -> list[tuple[str, int]]:

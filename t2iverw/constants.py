@@ -19,3 +19,8 @@ AUGMENTED: tuple[str, ...] = ("dark", "light", "noisy")
 
 TEST_RATIO = 0.3
 DEFAULT_SEED = 0
+
+# the augmented copies t2iverw makes when a build has none from the release (`--augmented-copies`):
+# out = 255 * (in / 255) ** gamma, and additive Gaussian noise of this std (0-255 scale), seeded per image
+AUGMENT_GAMMA: dict[str, float] = {"dark": 2.0, "light": 0.5}
+AUGMENT_NOISE_STD = 20.0

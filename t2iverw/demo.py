@@ -6,7 +6,6 @@ prints what each step made, so a newcomer sees every stage and its output once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +29,7 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     from t2iverw.evaluation.report import format_table
     from t2iverw.export import export_dataset
     from t2iverw.index import build_index
+    from t2iverw.report.write import write_report
     from t2iverw.split import make_split
     from t2iverw.synth import write_sample
 
@@ -78,30 +78,34 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
 
     step("predict + eval", "rank the test gallery for every test caption, then score the ranking")
     ranks = predict(run, dataset, run / "ranks.json")
-    ranking = json.loads(ranks.read_text())["ranks"]  # ranks.json is {"meta": ..., "ranks": ...}
-    echo(_indent(format_table(evaluate_predictions(dataset, ranks=ranking).metrics), "    "))
+    echo(_indent(format_table(evaluate_predictions(dataset, ranks=ranks).metrics), "    "))
+
+    step("report", "splits, captions, parts and provenance as one HTML page")
+    report = write_report(build, out / "report", truth=source)
+    echo(f"  {report.index}")
 
     echo("")
     echo(f"done. The dataset is in {dataset}; load it with:")
     echo(f"  import datasets; ds = datasets.load_dataset({str(dataset)!r})")
-    return {"source": source, "build": build, "dataset": dataset, "run": run, "ranks": ranks}
+    echo(f"Review and correct its captions in the browser: t2iverw review {build}")
+    return {"source": source, "build": build, "dataset": dataset, "run": run, "ranks": ranks, "report": report.index}
 
 
 def write_truth_parts(build: BuildDir) -> int:
     """Part records from the synthetic sample's ground-truth masks, in the segment stage's format."""
+    from t2iverw.runner import open_log
     from t2iverw.segment.masks import part_record
     from t2iverw.segment.model import PartMasks
 
-    count = 0
-    with build.log_writer("parts") as log:
-        for row in build.images(["image_id", "vehicle_id"]).to_pylist():
+    rows = build.images(["image_id", "vehicle_id"]).to_pylist()
+    settings = {"model": "synthetic ground truth", "grid": list(GRID), "input_size": INPUT_SIZE, "min_cover": MIN_COVER}
+    with open_log(build, "parts", "main", source="truth", settings=settings) as log:
+        for row in rows:
             truth = read_truth(build.source_root, f"{row['vehicle_id']}/{row['image_id']}")
             found = [int(m.any()) for m in truth]
             masks = PartMasks(masks=truth, scores=[float(f) for f in found], instances=found)
-            record = part_record(row["image_id"], masks, grid=GRID, input_size=INPUT_SIZE, min_cover=MIN_COVER)
-            log.write({**record, "model": "synthetic ground truth"})
-            count += 1
-    return count
+            log.append([part_record(row["image_id"], masks, grid=GRID, input_size=INPUT_SIZE, min_cover=MIN_COVER)])
+    return len(rows)
 
 
 def _indent(text: str, prefix: str) -> str:

@@ -14,7 +14,9 @@ import json
 import math
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
 from t2iverw.caption.qa import qa_flags
 from t2iverw.card import write_card
-from t2iverw.constants import GRID, PARTS
+from t2iverw.constants import AUGMENTED, GRID, PARTS
 from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
 from t2iverw.schema import features
@@ -46,6 +49,7 @@ class ExportSummary:
     parts: int
     with_images: bool
     grid: tuple[int, int]
+    augmented: dict | None = None  # with --augmented-copies: how many came from the release, how many were made, how
 
     def lines(self) -> list[str]:
         parts = ", ".join(f"{s}: {n} rows in {self.shards[s]} shard(s)" for s, n in self.rows.items())
@@ -56,15 +60,25 @@ class ExportSummary:
         ]
 
 
-def export_dataset(build: str | Path, out: str | Path, *, include_images: bool = True) -> ExportSummary:
-    """Write the build's train/test splits as Parquet shards with a dataset card to `out`."""
-    bd = BuildDir.open(build)
+def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_images: bool = True,
+                   augmented_copies: bool = False) -> ExportSummary:
+    """Write the build's train/test splits as Parquet shards with a dataset card to `out`.
+
+    `augmented_copies` adds the dark/light/noisy copies: the release's where an imported
+    build has them, else made with the values of t2iverw.release.augment (recorded in the card).
+    """
+    bd = build if isinstance(build, BuildDir) else BuildDir.open(build)
     out = Path(out)
+    if augmented_copies and not include_images:
+        raise T2IError("--augmented-copies adds image columns; it cannot go with --no-images")
     _check_replaceable(out)
     split = bd.split()
     captions, parts = bd.captions(), bd.parts()
+    check_consistency(bd, split, {"caption": captions, "segment": parts})
+    release = {k: r for k, r in bd.latest("release").items() if r.get("status") == "ok"}
     grid = _grid_shape(parts)
-    feats = features(grid, with_images=include_images)
+    feats = features(grid, with_images=include_images, augmented=augmented_copies)
+    made = Counter() if augmented_copies else None
     images = bd.images().to_pylist()
     side = {v: name for name in ("train", "test") for v in split[f"{name}_ids"]}
     by_split: dict[str, list[dict]] = {"train": [], "test": []}
@@ -72,22 +86,72 @@ def export_dataset(build: str | Path, out: str | Path, *, include_images: bool =
         if row["vehicle_id"] in side:
             by_split[side[row["vehicle_id"]]].append(row)
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shards, sizes = {}, {}
-        bar = tqdm(total=len(images), desc="export", unit="img")
-        for name, rows in by_split.items():
-            shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar)
-        bar.close()
-        summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
-                                sum(r["image_id"] in captions for r in images),
-                                sum(r["image_id"] in parts for r in images), include_images, grid)
-        write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
-        _swap_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _output_lock(out):
+        tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+        try:
+            shards, sizes = {}, {}
+            bar = tqdm(total=len(images), desc="export", unit="img")
+            for name, rows in by_split.items():
+                shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar,
+                                                         release, made)
+            bar.close()
+            summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
+                                    sum(r["image_id"] in captions for r in images),
+                                    sum(r["image_id"] in parts for r in images), include_images, grid,
+                                    _augmented_summary(made))
+            write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
+            _swap_into_place(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+@contextmanager
+def _output_lock(out: Path) -> Iterator[None]:
+    """One export into `out` at a time; the holder clears what killed exports left beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out.parent / f".{out.name}.lock"), timeout=0, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise T2IError(f"another `t2iverw export` is writing {out}; wait for it to finish") from None
+    try:
+        for stale in out.parent.glob(f".{out.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in out.parent.glob(f".{out.name}.old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        lock.release()
+
+
+def check_consistency(bd: BuildDir, split: dict, records: dict[str, dict[str, dict]]) -> None:
+    """Refuse, saying what to rerun, when the split or the records no longer describe the indexed images.
+
+    A split made before a re-index would silently drop the new identities' rows, and a
+    record made from an image file that has since changed would describe another image.
+    """
+    index = bd.images(["image_id", "vehicle_id", "sha256"]).to_pydict()
+    indexed = set(index["vehicle_id"])
+    listed = set(split["train_ids"]) | set(split["test_ids"])
+    unsplit, gone = sorted(indexed - listed), sorted(listed - indexed)
+    if unsplit or gone:
+        what = [f"{len(unsplit)} indexed identities (e.g. {unsplit[0]}) are in neither train nor test"] if unsplit else []
+        what += [f"{len(gone)} of its identities (e.g. {gone[0]}) are not in the index"] if gone else []
+        raise T2IError(f"{bd.split_path} no longer matches the index: {' and '.join(what)}; "
+                       f"re-run `t2iverw split {bd.root}` (same --seed, or --from the published split)")
+    side = {v: name for name in ("train", "test") for v in split[f"{name}_ids"]}
+    images = {name: sum(side[v] == name for v in index["vehicle_id"]) for name in ("train", "test")}
+    counted = {name: split.get("counts", {}).get(name, {}).get("images") for name in images}
+    if any(counted[n] is not None and counted[n] != images[n] for n in images):
+        raise T2IError(f"{bd.split_path} counts {counted['train']} train / {counted['test']} test images but the "
+                       f"index now has {images['train']} / {images['test']}; re-run `t2iverw split {bd.root}`")
+    sha = dict(zip(index["image_id"], index["sha256"]))
+    for stage, recs in records.items():
+        stale = sorted(i for i, r in recs.items() if i in sha and r.get("image_sha256") != sha[i])
+        if stale:
+            raise T2IError(f"{len(stale)} {stage} records (e.g. {stale[0]}) were made from an earlier version of "
+                           f"their image; re-run `t2iverw {stage} {bd.root}` (changed images are pending again)")
 
 
 def _check_replaceable(out: Path) -> None:
@@ -105,7 +169,7 @@ def _grid_shape(parts: dict[str, dict]) -> tuple[int, int]:
     return shapes.pop() if shapes else GRID
 
 
-def _write_split(bd, data_dir, name, rows, captions, parts, feats, grid, bar) -> tuple[int, int]:
+def _write_split(bd, data_dir, name, rows, captions, parts, feats, grid, bar, release, made) -> tuple[int, int]:
     """Write one split's shards; returns (number of shards, bytes written)."""
     groups = _shard_rows(bd, rows, with_images="image" in feats)
     written = 0
@@ -116,7 +180,7 @@ def _write_split(bd, data_dir, name, rows, captions, parts, feats, grid, bar) ->
         with pq.ParquetWriter(path, schema) as writer:
             for start in range(0, len(group), BATCH_ROWS):
                 batch = group[start : start + BATCH_ROWS]
-                writer.write_table(_to_table(bd, batch, captions, parts, feats, grid, schema))
+                writer.write_table(_to_table(bd, batch, captions, parts, feats, grid, schema, release, made))
                 bar.update(len(batch))
         written += path.stat().st_size
     return len(groups), written
@@ -136,7 +200,7 @@ def _schema_with_features(feats: Features) -> pa.Schema:
     return feats.arrow_schema.with_metadata(meta)
 
 
-def _to_table(bd, rows, captions, parts, feats, grid, schema) -> pa.Table:
+def _to_table(bd, rows, captions, parts, feats, grid, schema, release, made) -> pa.Table:
     cols: dict[str, pa.Array] = {}
     for col in ("image_id", "vehicle_id", "camera_id", "time", "model", "type", "color", "path", "width", "height", "sha256"):
         cols[col] = pa.array([r[col] for r in rows], type=schema.field(col).type)
@@ -149,15 +213,19 @@ def _to_table(bd, rows, captions, parts, feats, grid, schema) -> pa.Table:
     cols["caption_flags"] = pa.array([qa_flags(c["text"], r) if c else None for c, r in zip(caps, rows)],
                                      type=schema.field("caption_flags").type)
     recs = [parts.get(i) for i in ids]
-    cols["part_masks"] = pa.array(
-        [[{"size": m["size"], "counts": m["counts"]} for m in p["masks"]] if p else None for p in recs],
-        type=schema.field("part_masks").type)
-    cols["part_scores"] = pa.array([p["scores"] if p else None for p in recs], type=schema.field("part_scores").type)
+    cols["part_masks"] = pa.array(  # an imported release has grids only: no masks, no scores
+        [[{"size": m["size"], "counts": m["counts"]} for m in p["masks"]] if p and p.get("masks") else None
+         for p in recs], type=schema.field("part_masks").type)
+    cols["part_scores"] = pa.array([p.get("scores") if p else None for p in recs], type=schema.field("part_scores").type)
     cols["part_grid"] = _grid_array(recs, grid).cast(schema.field("part_grid").type)
-    cols["mim_seed"] = pa.nulls(len(rows), type=schema.field("mim_seed").type)
-    cols["prompt"] = pa.nulls(len(rows), type=pa.string())
+    rel = [release.get(i) for i in ids]
+    cols["mim_seed"] = _mim_seed_array(rel, grid).cast(schema.field("mim_seed").type)
+    cols["prompt"] = pa.array([r.get("prompt") if r else None for r in rel], type=pa.string())
     if "image" in feats:
         cols["image"] = pa.array(list(_image_structs(bd, rows)), type=schema.field("image").type)
+    if made is not None:
+        for kind, structs in _augmented_structs(bd, rows, rel, made).items():
+            cols[f"image_{kind}"] = pa.array(structs, type=schema.field(f"image_{kind}").type)
     return pa.table({name: cols[name] for name in schema.names}, schema=schema)
 
 
@@ -186,6 +254,48 @@ def _grid_array(recs: list[dict | None], grid: tuple[int, int]) -> pa.Array:
     rows = pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(flat, gw), gh)
     missing = pa.array([rec is None for rec in recs], type=pa.bool_())
     return pa.FixedSizeListArray.from_arrays(rows, len(PARTS), mask=missing)
+
+
+def _mim_seed_array(rel: list[dict | None], grid: tuple[int, int]) -> pa.Array:
+    """The release's `mask` grid of each row (null where the build has none), as nested fixed-size lists."""
+    gh, gw = grid
+    cells = np.zeros((len(rel), gh, gw), dtype=bool)
+    missing = []
+    for i, r in enumerate(rel):
+        missing.append(not (r and r.get("mask")))
+        if not missing[-1]:
+            cells[i] = unpack_grid(r["mask"], grid)
+    rows = pa.FixedSizeListArray.from_arrays(pa.array(cells.ravel(), type=pa.bool_()), gw)
+    return pa.FixedSizeListArray.from_arrays(rows, gh, mask=pa.array(missing, type=pa.bool_()))
+
+
+def _augmented_structs(bd: BuildDir, rows: list[dict], rel: list[dict | None], made: Counter) -> dict[str, list[dict]]:
+    """kind -> image structs of the dark/light/noisy copies: the release's files, else made (counted in `made`)."""
+    from PIL import Image
+
+    from t2iverw.release.augment import copies
+
+    out: dict[str, list[dict]] = {kind: [] for kind in AUGMENTED}
+    for row, r in zip(rows, rel):
+        paths = r.get("augmented") if r else None
+        if paths:
+            data = {kind: bd.image_path(paths[kind]).read_bytes() for kind in AUGMENTED}
+            made["release"] += 1
+        else:
+            with Image.open(bd.image_path(row["path"])) as image:
+                data = copies(image, row["image_id"])
+            made["made"] += 1
+        for kind in AUGMENTED:
+            out[kind].append({"bytes": data[kind], "path": f"{row['image_id']}_{kind}.jpg"})
+    return out
+
+
+def _augmented_summary(made: Counter | None) -> dict | None:
+    if made is None:
+        return None
+    from t2iverw.release.augment import settings
+
+    return {"from_release": made["release"], "made": made["made"], **(settings() if made["made"] else {})}
 
 
 def _image_structs(bd: BuildDir, rows: list[dict]) -> Iterator[dict]:

@@ -1,8 +1,11 @@
-"""`t2iverw index`: read a VERI-Wild root into BUILD/images.parquet.
+"""`t2iverw index`: read a VERI-Wild (or VeRi-776) root into BUILD/images.parquet.
 
-Every selected image is fully decoded once here, so later stages can trust that an
+The source layout is detected (VERI-Wild: `train_test_split/vehicle_info.txt`;
+VeRi-776: `image_train/` + `train_label.xml`, read by t2iverw/veri776.py) or named with
+`--source`. Every selected image is fully decoded once here, so later stages can trust that an
 indexed image opens. Bad inputs (a missing file, a truncated JPEG, a malformed
-metadata line) are skipped and listed in BUILD/rejected.jsonl with a reason: one bad
+metadata line, a line not in the metadata's encoding) are skipped and listed in
+BUILD/rejected.jsonl with a reason: one bad
 crop in 400k must not stop a build. Decoding is the slow part (hours for all of
 VERI-Wild on one core), so it runs on a thread pool and checkpoints to an append-only
 progress log; a killed index resumes where it stopped.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -28,9 +32,11 @@ from tqdm import tqdm
 from t2iverw.build import BUILD_INFO, IMAGES, REJECTED
 from t2iverw.errors import T2IError
 from t2iverw.storage import JsonlWriter, atomic_path, read_jsonl, write_json, write_text
+from t2iverw.veri776 import is_veri776, read_veri776
 
 INFO_FILE = Path("train_test_split") / "vehicle_info.txt"
 PROGRESS = ".index-progress.jsonl"
+SOURCES = ("veri-wild", "veri776")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 META_FIELDS = ("camera_id", "time", "model", "type", "color")
 SCHEMA = pa.schema(
@@ -45,13 +51,15 @@ class IndexSummary:
     images: int
     identities: int
     rejected: Counter = field(default_factory=Counter)
+    source: str = "veri-wild"
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"indexed {self.images} images of {self.identities} identities"]
+        out = [f"indexed {self.images} images of {self.identities} identities ({self.source})"]
         if self.rejected:
             reasons = ", ".join(f"{n} {r}" for r, n in self.rejected.most_common())
             out.append(f"rejected {sum(self.rejected.values())} ({reasons}); see {REJECTED}")
-        return out
+        return out + self.notes
 
 
 def build_index(
@@ -63,15 +71,34 @@ def build_index(
     seed: int = 0,
     list_file: str | Path | None = None,
     workers: int = 8,
+    source: str = "auto",
+    encoding: str = "utf-8",
 ) -> IndexSummary:
-    """Index `source_root` (a VERI-Wild-layout tree) into the build directory `out`."""
+    """Index `source_root` (a VERI-Wild or VeRi-776 tree; `source` "auto" detects which) into `out`.
+
+    `encoding` is that of VERI-Wild's vehicle_info.txt; a line that does not decode is rejected.
+    """
     source_root = Path(source_root).resolve()
     out = Path(out)
-    entries, rejected = read_vehicle_info(source_root)
+    source = detect_source(source_root) if source == "auto" else source
+    notes, corrections = [], []
+    if source == "veri776":
+        if list_file is not None:
+            raise T2IError("--list selects VERI-Wild vid/imgid lines; for VeRi-776 use --limit-ids/--max-per-id")
+        read = read_veri776(source_root)
+        entries, rejected, corrections = read.entries, read.rejected, read.corrections
+        if corrections:
+            vehicles = ", ".join(sorted({c["vehicle_id"] for c in corrections}))
+            notes.append(f"corrected {len(corrections)} labels of the known typeID=0 erratum (vehicles {vehicles} "
+                         f"are SUVs); see {BUILD_INFO}")
+    elif source == "veri-wild":
+        entries, rejected = read_vehicle_info(source_root, encoding)
+    else:
+        raise T2IError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     entries, list_rejected = select(entries, limit_ids=limit_ids, max_per_id=max_per_id, seed=seed, list_file=list_file)
     rejected += list_rejected
 
-    checked = _check_images(source_root, out, entries, workers)
+    checked = check_images(source_root, out, entries, workers)
     rows = []
     for entry in entries:
         result = checked[entry["path"]]
@@ -82,26 +109,61 @@ def build_index(
     if not rows:
         raise T2IError(f"no usable images under {source_root} ({len(rejected)} rejected; see {out / REJECTED})"
                        if rejected else f"no images selected under {source_root}")
-    _write_outputs(out, rows, rejected, source_root, dict(limit_ids=limit_ids, max_per_id=max_per_id, seed=seed,
-                                                          list_file=str(list_file) if list_file else None))
+    selection = dict(limit_ids=limit_ids, max_per_id=max_per_id, seed=seed,
+                     list_file=str(list_file) if list_file else None)
+    info = {"source_format": source, "selection": selection}
+    if source == "veri-wild":
+        info["encoding"] = encoding
+    if corrections:
+        info["corrections"] = corrections
+    write_outputs(out, rows, rejected, source_root, info)
     (out / PROGRESS).unlink(missing_ok=True)
     return IndexSummary(
         images=len(rows),
         identities=len({r["vehicle_id"] for r in rows}),
         rejected=Counter(_reason_kind(r["reason"]) for r in rejected),
+        source=source,
+        notes=notes,
     )
 
 
-def read_vehicle_info(source_root: Path) -> tuple[list[dict], list[dict]]:
-    """Parse vehicle_info.txt: (entries, rejected lines). The first line is a header."""
+def detect_source(source_root: Path) -> str:
+    """Which dataset layout `source_root` holds."""
+    if not source_root.is_dir():
+        raise T2IError(f"source root {source_root} does not exist or is not a directory")
+    if (source_root / INFO_FILE).exists():
+        return "veri-wild"
+    if is_veri776(source_root):
+        return "veri776"
+    raise T2IError(f"{source_root} is neither a VERI-Wild root (no {INFO_FILE}) nor a VeRi-776 root "
+                   "(no image_train/ with train_label.xml)")
+
+
+def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[list[dict], list[dict]]:
+    """Parse vehicle_info.txt: (entries, rejected lines). The first line is a header.
+
+    Lines are decoded one at a time, strictly: a line that is not valid `encoding` is
+    rejected with its number (rather than read with replacement characters).
+    """
     if not source_root.is_dir():
         raise T2IError(f"source root {source_root} does not exist or is not a directory")
     info = source_root / INFO_FILE
     if not info.exists():
         raise T2IError(f"{info} not found: expected a VERI-Wild root with {INFO_FILE}")
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise T2IError(f"unknown --encoding {encoding!r}") from None
     entries, rejected, seen = [], [], set()
-    lines = info.read_text(encoding="utf-8", errors="replace").splitlines()
-    for lineno, line in enumerate(lines[1:], start=2):
+    raw_lines = info.read_bytes().splitlines()
+    for lineno, raw in enumerate(raw_lines[1:], start=2):
+        try:
+            line = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            rejected.append({"line": lineno, "text": raw[:200].decode("ascii", errors="backslashreplace"),
+                             "reason": f"undecodable metadata line {lineno}: not valid {encoding} at byte "
+                                       f"{exc.start} (give --encoding)"})
+            continue
         if not line.strip():
             continue
         entry = _parse_info_line(line)
@@ -168,7 +230,7 @@ def keyed_hash(seed: int, *parts: str) -> str:
     return hashlib.sha256(":".join([str(seed), *parts]).encode()).hexdigest()
 
 
-def _check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, dict]:
+def check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, dict]:
     """path -> decode result for every entry, reusing results a killed run already logged."""
     progress_path = out / PROGRESS
     done = {r["path"]: r for r in read_jsonl(progress_path)}
@@ -209,16 +271,20 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 def _reason_kind(reason: str) -> str:
     """'corrupt image images/1/2.jpg: ...' -> 'corrupt image', for the summary line."""
-    for kind in ("missing file", "unreadable file", "corrupt image", "malformed metadata line", "duplicate image id"):
+    for kind in ("missing file", "unreadable file", "corrupt image", "malformed metadata line", "duplicate image id",
+                 "undecodable metadata line", "no label", "unknown typeID", "unknown colorID"):
         if reason.startswith(kind):
             return kind
     return "not in vehicle_info.txt" if "not in vehicle_info.txt" in reason else reason
 
 
-def _write_outputs(out: Path, rows: list[dict], rejected: list[dict], source_root: Path, selection: dict) -> None:
+def write_outputs(out: Path, rows: list[dict], rejected: list[dict], source_root: Path, info: dict) -> None:
+    """images.parquet, rejected.jsonl and build.json (`info` adds what this source needs recorded)."""
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     with atomic_path(out / IMAGES) as tmp:
         pq.write_table(table, tmp)
     write_text(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
-    write_json(out / BUILD_INFO, {"source_root": str(source_root), "source_format": "veri-wild", "selection": selection,
-                                  "images": len(rows), "rejected": len(rejected)})
+    write_json(out / BUILD_INFO, {"source_root": str(source_root),
+                                  # found again if the build and its source move together (build.py)
+                                  "source_root_relative": os.path.relpath(source_root, out.resolve()),
+                                  **info, "images": len(rows), "rejected": len(rejected)})

@@ -1,8 +1,8 @@
 """Crash-safe file writing shared by every stage.
 
 Two rules keep a killed stage harmless: whole files are written to a temporary name
-and renamed into place, and record logs are append-only JSONL whose torn last line
-(the one a kill cut short) is ignored on read.
+and renamed into place, and logs are append-only JSONL whose unterminated last line
+(the one a kill cut short) is ignored on read and cut only by the log's writer.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from t2iverw.errors import T2IError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -23,12 +25,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a build is shared like any file `open` creates
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -41,41 +50,70 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
-    """Records of a JSONL log; a torn (unparseable) final line is skipped silently."""
+    """Records of a JSONL log, streamed.
+
+    Only newline-terminated lines are records: an unterminated last line is a write in
+    progress or one cut short by a kill, and is skipped (never modified: only the log's
+    writer may repair it). A complete line that is not JSON is damage, reported with its
+    file and line number rather than silently dropped.
+    """
     path = Path(path)
     if not path.exists():
         return
     with path.open("rb") as fh:
-        lines = fh.read().split(b"\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # the last non-empty line: a write cut short by a kill
+        for lineno, line in enumerate(fh, start=1):
+            if not line.endswith(b"\n"):
                 return
-            raise
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise T2IError(f"{path}:{lineno} is not a JSON record ({exc.msg}); the log is damaged: move that "
+                               "line out of the file (or restore the file) and re-run") from None
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut an unterminated last line (a write cut short by a kill); returns the bytes removed.
+
+    Only the log's single writer may call this: on a live log the tail may be a record
+    another process is still writing.
+    """
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("r+b") as fh:
+        keep = size
+        block = 1 << 16
+        while keep > 0:  # scan backwards for the last newline without reading the whole log
+            start = max(0, keep - block)
+            fh.seek(start)
+            chunk = fh.read(keep - start)
+            if keep == size and chunk.endswith(b"\n"):
+                return 0
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            keep = start
+        fh.truncate(keep)
+    return size - keep
 
 
 class JsonlWriter:
-    """Append-only JSONL log, flushed and fsynced per batch so a kill loses at most the batch in flight."""
+    """Append-only JSONL log, flushed and fsynced per batch so a kill loses at most the batch in flight.
+
+    For single-writer files (index progress, training metrics). Build record logs, which
+    many processes share, go through `t2iverw.runner` instead, which adds the lock.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_torn_tail()
+        repair_torn_tail(self.path)  # a kill mid-write leaves a partial last line: the next append starts clean
         self._fh: IO[str] = self.path.open("a", encoding="utf-8")
-
-    def _repair_torn_tail(self) -> None:
-        # A kill mid-write leaves a partial last line; cut it so the next append starts clean.
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        data = self.path.read_bytes()
-        if not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            with self.path.open("r+b") as fh:
-                fh.truncate(keep)
 
     def write(self, record: dict) -> None:
         self.write_many([record])

@@ -1,4 +1,4 @@
-"""`t2iverw synth`: a small VERI-Wild-shaped sample of drawn vehicles, with exact part masks.
+"""`t2iverw synth`: a small VERI-Wild- or VeRi-776-shaped sample of drawn vehicles, with exact part masks.
 
 VERI-Wild cannot be redistributed, so tests and the demo run on this. Each identity is
 one drawn vehicle (fixed colour, body type, model, wheel design, roof features) seen
@@ -10,12 +10,18 @@ Layout written (the real VERI-Wild layout, plus one side directory):
     train_test_split/vehicle_info.txt     header, then vid/imgid;camera;time;model;type;color
     train_test_split/train_list.txt       vid/imgid per line
     part_masks/<vehicle_id>/<image_id>.png  uint8, bit i set where PARTS[i] covers the pixel
+
+`--layout veri776` writes VeRi-776's layout instead (see `write_veri776_sample`): the
+image folders and name lists, gb2312 label XML, and the colour and type lists. It is
+written here from the dataset's documentation, sharing no code with the reader
+(t2iverw/veri776.py), so that tests of the reader have an independent writer.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +42,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "yellow": (228, 196, 40),
     "green": (40, 120, 60),
     "brown": (116, 76, 44),
+    "orange": (230, 120, 30),
+    "golden": (200, 160, 60),
 }
+VERI_WILD_COLORS = ("white", "black", "silver", "gray", "red", "blue", "yellow", "green", "brown")
 TYPES = ("sedan", "SUV", "hatchback", "MPV", "pickup truck")
 BRANDS = ("Aurex", "Belvane", "Corsa", "Dunmore", "Elara", "Fenwick", "Galt", "Harlan")
 MODELS = ("Primo", "Vista", "Strada", "Nova", "Terra", "Lumen", "Axis", "Orbit")
@@ -63,6 +72,7 @@ class SynthSummary:
     root: Path
     identities: int
     images: int
+    labels: list[dict] = field(default_factory=list)  # VeRi-776 layout: what each written label says
 
 
 class Canvas:
@@ -211,7 +221,7 @@ def make_vehicle(index: int, seed: int) -> Vehicle:
     rng = random.Random(f"t2iverw-synth-{seed}-vehicle-{index}")
     return Vehicle(
         vehicle_id=f"{index + 1:05d}",
-        color=rng.choice(list(COLORS)),
+        color=rng.choice(VERI_WILD_COLORS),
         type=rng.choice(TYPES),
         model=f"{rng.choice(BRANDS)}-{rng.choice(MODELS)}",
         spokes=rng.randint(4, 7),
@@ -255,3 +265,66 @@ def read_truth(root: str | Path, rel_path_stem: str) -> np.ndarray:
     """Ground-truth masks of one image as bool (len(PARTS), H, W); `rel_path_stem` is 'vid/imgid'."""
     bitmask = np.asarray(Image.open(Path(root) / "part_masks" / f"{rel_path_stem}.png"))
     return np.stack([(bitmask >> i) & 1 for i in range(len(PARTS))]).astype(bool)
+
+
+# --- VeRi-776 layout -------------------------------------------------------------
+# Its list_color.txt and list_type.txt, in id order (ids start at 1).
+VERI776_COLORS = ("yellow", "orange", "green", "gray", "red", "blue", "white", "golden", "brown", "black")
+VERI776_TYPES = ("sedan", "suv", "van", "hatchback", "mpv", "pickup", "bus", "truck", "estate")
+VERI776_DRAWN = {"sedan": "sedan", "suv": "SUV", "van": "MPV", "hatchback": "hatchback", "mpv": "MPV",
+                 "pickup": "pickup truck", "bus": "MPV", "truck": "pickup truck", "estate": "hatchback"}
+VERI776_ERRATUM = ("0003", "0007", "0041")  # SUVs that older copies label typeID="0"
+
+
+def write_veri776_sample(out: str | Path, ids: int, per_id: tuple[int, int] = (3, 8), seed: int = 0,
+                         erratum: bool = True) -> SynthSummary:
+    """Write a synthetic VeRi-776 root; every third identity is a test identity, and the first
+    image of each test identity is also a query. With `erratum`, vehicles 0003, 0007 and
+    0041 (SUVs) are labelled typeID="0", as in older copies of VeRi-776."""
+    out = Path(out)
+    lo, hi = per_id
+    if ids < 1 or lo < 1 or hi < lo:
+        raise ValueError(f"need ids >= 1 and 1 <= MIN <= MAX, got ids={ids}, per-id={lo}:{hi}")
+    names: dict[str, list[str]] = {"train": [], "test": [], "query": []}
+    items: dict[str, list[str]] = {"train": [], "test": []}
+    labels = []
+    frame = 0
+    for index in tqdm(range(ids), desc="synth", unit="id"):
+        vid = f"{index + 1:04d}"
+        rng = random.Random(f"t2iverw-synth-veri776-{seed}-vehicle-{index}")
+        vtype = "suv" if vid in VERI776_ERRATUM else rng.choice(VERI776_TYPES)
+        color = rng.choice(VERI776_COLORS)
+        look = make_vehicle(index, seed)
+        vehicle = Vehicle(vid, color, VERI776_DRAWN[vtype], look.model, look.spokes, look.roof_rails, look.sunroof,
+                          look.sticker)
+        subset = "test" if (index + 1) % 3 == 0 else "train"
+        for k in range(rng.randint(lo, hi)):
+            frame += rng.randint(1, 400)
+            camera = f"c{rng.randint(1, 20):03d}"
+            name = f"{vid}_{camera}_{frame:08d}_{k % 2}.jpg"
+            image, bitmask, _ = render(vehicle, rng)
+            with atomic_path(out / f"image_{subset}" / name) as tmp:
+                image.save(tmp, format="JPEG", quality=90)
+            with atomic_path(out / "part_masks" / vid / f"{name[:-4]}.png") as tmp:
+                Image.fromarray(bitmask).save(tmp, format="PNG")
+            names[subset].append(name)
+            type_id = "0" if erratum and vid in VERI776_ERRATUM else str(VERI776_TYPES.index(vtype) + 1)
+            items[subset].append(f'<Item imageName="{name}" vehicleID="{vid}" cameraID="{camera}" '
+                                 f'colorID="{VERI776_COLORS.index(color) + 1}" typeID="{type_id}" />')
+            labels.append({"image": name, "subset": subset, "vehicle_id": vid, "camera_id": camera,
+                           "color": color, "type": vtype, "type_id": type_id})
+            if subset == "test" and k == 0:  # a VeRi query is a test image seen again
+                (out / "image_query").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(out / "image_test" / name, out / "image_query" / name)
+                names["query"].append(name)
+    for subset, listed in names.items():
+        write_text(out / f"name_{subset}.txt", "".join(f"{n}\n" for n in listed))
+    for subset, kind in (("train", "TrainingImages"), ("test", "TestImages")):
+        xml = (f'<?xml version="1.0" encoding="gb2312"?>\n<!-- VeRi-776 车辆标注 (synthetic) -->\n'
+               f'<{kind} Version="1.0">\n<Items number="{len(items[subset])}">\n'
+               + "\n".join(items[subset]) + f"\n</Items>\n</{kind}>\n")
+        with atomic_path(out / f"{subset}_label.xml") as tmp:
+            tmp.write_bytes(xml.encode("gb2312"))
+    write_text(out / "list_color.txt", "".join(f"{i} {c}\n" for i, c in enumerate(VERI776_COLORS, start=1)))
+    write_text(out / "list_type.txt", "".join(f"{i} {t}\n" for i, t in enumerate(VERI776_TYPES, start=1)))
+    return SynthSummary(root=out, identities=ids, images=len(labels), labels=labels)

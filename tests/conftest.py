@@ -12,11 +12,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
+
+from t2iverw.constants import PARTS
 
 # Hermetic: no network to the hub, and load_dataset's cache outside the user's home.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="t2iverw-hf-datasets-"))
 
+ROOT = Path(__file__).resolve().parents[1]
 SYNTH_IDS = 12
 SYNTH_PER_ID = (3, 6)
 
@@ -58,3 +62,64 @@ def clip_tokenizer_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clip_tokenizer")
     build_clip_tokenizer(out)
     return out
+
+
+# --- a tiny randomly initialised SAM3, saved like a real checkpoint ---------------------------
+# It goes through save_pretrained/from_pretrained, so tests run the production loading path.
+# Random weights score far below the shipped thresholds, so tests use a parts file with low
+# thresholds and two prompts per part.
+@pytest.fixture(scope="session")
+def tiny_sam3_dir(tmp_path_factory) -> Path:
+    import torch
+    from transformers import Sam3Model
+
+    from t2iverw.segment.tiny import TINY_IMAGE, sam3_processor, tiny_sam3_config
+
+    out = tmp_path_factory.mktemp("tiny_sam3")
+    torch.manual_seed(0)
+    Sam3Model(tiny_sam3_config()).save_pretrained(out)
+    sam3_processor(TINY_IMAGE).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def low_parts_file(tmp_path_factory) -> Path:
+    """Two prompts per part and thresholds random weights clear now and then."""
+    cats = [
+        {"name": p, "text": f"Car {p}", "threshold": 0.251, "prompts": [f"car {p}", f"vehicle {p}"]} for p in PARTS
+    ]
+    path = tmp_path_factory.mktemp("parts") / "parts.yaml"
+    path.write_text(yaml.safe_dump({"categories": cats}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def segmenter(tiny_sam3_dir, low_parts_file):
+    from t2iverw.segment.model import load_segmenter
+    from t2iverw.segment.prompts import load_parts
+
+    return load_segmenter(str(tiny_sam3_dir), load_parts(low_parts_file), device="cpu")
+
+
+# --- Ray pipelines (pipelines/ray_*.py) on one local Ray instance ------------------------------
+@pytest.fixture(scope="session")
+def local_ray():
+    """A local Ray instance with 2 CPUs, started once for every Ray test."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_launcher():
+    """The click `main` of pipelines/<name>.py, loaded from its file (the pipelines are scripts, not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"pipelines_{name}", ROOT / "pipelines" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.main
+
+    return load

@@ -10,8 +10,11 @@ from t2iverw.cli import cli
 def test_demo_builds_loads_and_evaluates(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--ids", "8"])
     assert result.exit_code == 0, result.output
-    for step in ("synth", "index", "caption", "segment", "split", "export", "load", "eval", "train", "predict + eval"):
+    for step in ("synth", "index", "caption", "segment", "split", "export", "load", "eval", "train", "predict + eval",
+                 "report"):
         assert f"] {step}:" in result.output
+    assert str(tmp_path / "report" / "index.html") in result.output and (tmp_path / "report" / "gallery.png").exists()
+    assert f"t2iverw review {tmp_path / 'build'}" in result.output
     assert "colour words vs pixels" in result.output and "mINP" in result.output
     ds = datasets.load_dataset(str(tmp_path / "dataset"))
     assert not set(ds["train"]["vehicle_id"]) & set(ds["test"]["vehicle_id"])

@@ -13,6 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from t2iverw.build import BuildDir
+from t2iverw.runner import open_log
 from t2iverw.constants import GRID
 from t2iverw.errors import T2IError
 from t2iverw.export import export_dataset
@@ -25,18 +26,18 @@ def _annotate(build_dir, every=2):
     """Caption and part records for every `every`-th image, as the caption/segment stages write them."""
     bd = BuildDir.open(build_dir)
     rows = bd.images().to_pylist()[::every]
-    with bd.log_writer("captions") as log:
-        log.write_many({"image_id": r["image_id"], "caption_id": r["image_id"], "status": "ok", "model": "test",
-                        "text": f"A {r['color']} {r['type']}."} for r in rows)
-    with bd.log_writer("parts") as log:
+    with open_log(bd, "captions", "main", source="model", settings={"model": "test"}) as log:
+        log.append({"image_id": r["image_id"], "caption_id": r["image_id"], "status": "ok",
+                    "text": f"A {r['color']} {r['type']}."} for r in rows)
+    with open_log(bd, "parts", "main", source="truth", settings={"model": "synthetic ground truth"}) as log:
         for r in rows:
             truth = read_truth(bd.source_root, f"{r['vehicle_id']}/{r['image_id']}")
             masks = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in truth]
-            log.write({"image_id": r["image_id"], "status": "ok",
+            log.append([{"image_id": r["image_id"], "status": "ok",
                        "masks": [{"size": m["size"], "counts": m["counts"].decode()} for m in masks],
                        "scores": [1.0] * 6, "instances": [1] * 6, "area": [float(m.mean()) for m in truth],
                        "grid": {"shape": list(GRID), "input_size": 384, "min_cover": 0.5,
-                                "cells": [pack_grid(mask_to_grid(m)) for m in truth]}})
+                                "cells": [pack_grid(mask_to_grid(m)) for m in truth]}}])
     return {r["image_id"]: r for r in rows}
 
 
@@ -113,15 +114,32 @@ def test_changed_image_is_caught(build_dir, tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
-def test_killed_export_leaves_old_export_intact(build_dir, tmp_path):
+def test_killed_export_leaves_old_export_intact_and_a_rerun_completes(tmp_path):
+    from t2iverw.index import build_index
+    from t2iverw.split import make_split
+    from t2iverw.synth import write_sample
+
+    write_sample(tmp_path / "src", ids=60, per_id=(8, 8), seed=2)  # enough rows for the kill to land mid-export
+    build_index(tmp_path / "src", tmp_path / "build")
+    make_split(tmp_path / "build", seed=0)
     out = tmp_path / "ds"
-    export_dataset(build_dir, out, include_images=False)
-    proc = subprocess.Popen([sys.executable, "-m", "t2iverw.cli", "export", str(build_dir), "--out", str(out)],
+    export_dataset(tmp_path / "build", out, include_images=False)
+    old = {p.name: p.read_bytes() for p in (out / "data").iterdir()}
+
+    proc = subprocess.Popen([sys.executable, "-m", "t2iverw.cli", "export", str(tmp_path / "build"), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".ds.partial-*/data/*.parquet")) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    ds = datasets.load_dataset(str(out))  # either the old export or the complete new one, never a mix
-    assert ds["train"].num_rows > 0
-    export_dataset(build_dir, out)
-    assert "image" in datasets.load_dataset(str(out))["train"].features
+    assert list(tmp_path.glob(".ds.partial-*/data/*.parquet")), "the kill must land while the new export is written"
+    assert {p.name: p.read_bytes() for p in (out / "data").iterdir()} == old  # the old export, untouched
+
+    export_dataset(tmp_path / "build", out)
+    export_dataset(tmp_path / "build", tmp_path / "clean")
+    resumed, clean = (datasets.load_dataset(str(d)) for d in (out, tmp_path / "clean"))
+    for split in ("train", "test"):
+        assert resumed[split].to_list() == clean[split].to_list() and "image" in resumed[split].features
+    assert not list(tmp_path.glob(".ds.partial-*"))

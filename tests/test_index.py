@@ -8,6 +8,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from t2iverw.build import BuildDir
 from t2iverw.errors import T2IError
@@ -99,15 +100,134 @@ def test_resume_reuses_logged_results_and_ignores_a_torn_line(synth_root, tmp_pa
 
 def test_killed_index_resumes_to_the_same_result(tmp_path):
     src = tmp_path / "src"
-    write_sample(src, ids=40, per_id=(6, 8), seed=1)
+    write_sample(src, ids=100, per_id=(8, 8), seed=1)  # 800 images: progress is logged every 256
     build_index(src, tmp_path / "clean")
-    cmd = [sys.executable, "-m", "t2iverw.cli", "index", str(src), "--out", str(tmp_path / "killed"), "--workers", "1"]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "t2iverw.cli", "index", str(src), "--out", str(killed), "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not (tmp_path / "killed" / PROGRESS).exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    deadline = time.time() + 120
+    while _lines(killed / PROGRESS) == 0 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    build_index(src, tmp_path / "killed")
+    logged = _lines(killed / PROGRESS)
+    assert 0 < logged < 800 and not (killed / "images.parquet").exists(), "the kill must land mid-work"
+
+    build_index(src, killed)
     clean, resumed = (pq.read_table(tmp_path / d / "images.parquet") for d in ("clean", "killed"))
-    assert resumed.equals(clean)
+    assert resumed.equals(clean) and resumed.num_rows == 800
+
+
+def _lines(path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+# --- metadata encoding ------------------------------------------------------------------
+def test_undecodable_metadata_line_is_rejected_or_read_with_its_encoding(source, tmp_path):
+    info = source / "train_test_split" / "vehicle_info.txt"
+    lines = info.read_bytes().splitlines()
+    vid, img = lines[3].decode().split(";")[0].split("/")
+    fields = lines[3].decode().split(";")
+    fields[3] = "大众-朗逸"  # a model name in Chinese, written in GBK (not UTF-8)
+    lines[3] = ";".join(fields).encode("gbk")
+    info.write_bytes(b"\n".join(lines) + b"\n")
+
+    summary = build_index(source, tmp_path / "strict")
+    rejected = [json.loads(x) for x in (tmp_path / "strict" / "rejected.jsonl").read_text().splitlines()]
+    assert summary.rejected == {"undecodable metadata line": 1}
+    assert rejected[0]["line"] == 4 and "line 4" in rejected[0]["reason"] and "--encoding" in rejected[0]["reason"]
+    ids = BuildDir.open(tmp_path / "strict").images(["image_id"]).column("image_id").to_pylist()
+    assert img not in ids and len(ids) == len(lines) - 2  # nothing else lost, nothing mangled
+
+    build_index(source, tmp_path / "gbk", encoding="gbk")
+    rows = {r["image_id"]: r for r in BuildDir.open(tmp_path / "gbk").images().to_pylist()}
+    assert rows[img]["model"] == "大众-朗逸" and len(rows) == len(lines) - 1
+    assert json.loads((tmp_path / "gbk" / "build.json").read_text())["encoding"] == "gbk"
+    with pytest.raises(T2IError, match="unknown --encoding"):
+        build_index(source, tmp_path / "x", encoding="no-such-codec")
+
+
+# --- VeRi-776 ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def veri_root(tmp_path_factory):
+    from t2iverw.synth import write_veri776_sample
+
+    root = tmp_path_factory.mktemp("veri776")
+    summary = write_veri776_sample(root, ids=9, per_id=(2, 4), seed=0)
+    return root, summary.labels
+
+
+def test_veri776_is_detected_and_read_with_names_and_the_erratum_fixed(veri_root, tmp_path):
+    root, labels = veri_root
+    summary = build_index(root, tmp_path / "b")  # detected by its layout
+    rows = {r["image_id"]: r for r in BuildDir.open(tmp_path / "b").images().to_pylist()}
+    assert summary.source == "veri776" and len(rows) == len(labels)  # query images are test images: indexed once
+    for label in labels:
+        row = rows[label["image"][: -len(".jpg")]]
+        assert (row["vehicle_id"], row["camera_id"], row["color"], row["type"]) == (
+            label["vehicle_id"], label["camera_id"], label["color"], label["type"])
+        assert row["path"] == f"image_{label['subset']}/{label['image']}" and row["time"] is None and row["model"] is None
+    erratum = [x["image"] for x in labels if x["type_id"] == "0"]
+    assert erratum and {rows[x[:-4]]["type"] for x in erratum} == {"suv"}
+    info = json.loads((tmp_path / "b" / "build.json").read_text())
+    assert info["source_format"] == "veri776"
+    assert sorted(c["image"] for c in info["corrections"]) == sorted(erratum)
+    assert any("typeID=0 erratum" in line and "0003" in line for line in summary.lines())
+
+
+def test_veri776_cli_source_option(veri_root, tmp_path):
+    from click.testing import CliRunner
+
+    from t2iverw.cli import cli
+
+    root, labels = veri_root
+    result = CliRunner().invoke(cli, ["index", str(root), "--out", str(tmp_path / "b"), "--source", "veri776"])
+    assert result.exit_code == 0, result.output
+    assert f"indexed {len(labels)} images of 9 identities (veri776)" in result.output
+    result = CliRunner().invoke(cli, ["index", str(root), "--out", str(tmp_path / "c"), "--source", "veri-wild"])
+    assert result.exit_code == 2 and "vehicle_info.txt not found" in result.output
+
+
+def _jpeg(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(path, format="JPEG")
+
+
+def test_veri776_bad_labels_are_rejected_with_reasons(tmp_path):
+    # written by hand from the dataset's documentation, independently of t2iverw.synth and t2iverw.veri776
+    root = tmp_path / "VeRi"
+    names = ["0003_c001_00000010_0.jpg", "0005_c002_00000020_0.jpg", "0006_c003_00000030_0.jpg",
+             "0008_c004_00000040_0.jpg", "0009_c005_00000050_0.jpg", "0010_c006_00000060_0.jpg"]
+    for name in names[:-1]:
+        _jpeg(root / "image_train" / name)
+    (root / "name_train.txt").write_text("\n".join(names) + "\n")
+    items = [
+        '<Item imageName="0003_c001_00000010_0.jpg" vehicleID="0003" cameraID="c001" colorID="10" typeID="0"/>',
+        '<Item imageName="0005_c002_00000020_0.jpg" vehicleID="0005" cameraID="c002" colorID="1" typeID="0"/>',
+        '<Item imageName="0006_c003_00000030_0.jpg" vehicleID="0006" cameraID="c003" colorID="11" typeID="1"/>',
+        '<Item imageName="0010_c006_00000060_0.jpg" vehicleID="0010" cameraID="c006" colorID="2" typeID="9"/>',
+        '<Item imageName="0009_c005_00000050_0.jpg" vehicleID="0009" cameraID="c005" colorID="8" typeID="9"/>',
+    ]  # 0008 has no label; 0010 is labelled but its file is missing
+    xml = '<?xml version="1.0" encoding="gb2312"?>\n<TrainingImages Version="1.0" 说明="车辆">\n<Items>\n' + \
+        "\n".join(items) + "\n</Items>\n</TrainingImages>\n"
+    (root / "train_label.xml").write_bytes(xml.encode("gb2312"))
+    (root / "list_color.txt").write_text(
+        "1 yellow\n2 orange\n3 green\n4 gray\n5 red\n6 blue\n7 white\n8 golden\n9 brown\n10 black\n")
+    (root / "list_type.txt").write_text("1 sedan\n2 suv\n3 van\n4 hatchback\n5 mpv\n6 pickup\n7 bus\n8 truck\n9 estate\n")
+    import xml.etree.ElementTree as ET
+
+    with pytest.raises(ValueError, match="multi-byte encodings"):  # why the reader decodes first
+        ET.fromstring((root / "train_label.xml").read_bytes())
+
+    summary = build_index(root, tmp_path / "b")
+    rows = {r["image_id"]: r for r in BuildDir.open(tmp_path / "b").images().to_pylist()}
+    assert set(rows) == {"0003_c001_00000010_0", "0009_c005_00000050_0"}
+    assert (rows["0003_c001_00000010_0"]["type"], rows["0003_c001_00000010_0"]["color"]) == ("suv", "black")
+    assert (rows["0009_c005_00000050_0"]["type"], rows["0009_c005_00000050_0"]["color"]) == ("estate", "golden")
+    reasons = {json.loads(x)["image"]: json.loads(x)["reason"]
+               for x in (tmp_path / "b" / "rejected.jsonl").read_text().splitlines()}
+    assert "unknown typeID '0'" in reasons["0005_c002_00000020_0.jpg"]  # typeID 0 outside the erratum
+    assert "unknown colorID '11'" in reasons["0006_c003_00000030_0.jpg"]
+    assert "no label" in reasons["0008_c004_00000040_0.jpg"]
+    assert "missing file image_train/0010_c006_00000060_0.jpg" in reasons.values()
+    assert summary.rejected == {"unknown typeID": 1, "unknown colorID": 1, "no label": 1, "missing file": 1}

@@ -49,3 +49,23 @@ def test_deterministic_for_a_seed(tmp_path):
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
     info = "train_test_split/vehicle_info.txt"
     assert (tmp_path / "a" / info).read_text() != (tmp_path / "c" / info).read_text() or a.images != c.images
+
+
+def test_veri776_layout(tmp_path):
+    from t2iverw.synth import write_veri776_sample
+
+    summary = write_veri776_sample(tmp_path, ids=7, per_id=(2, 3), seed=1)
+    listed = {s: (tmp_path / f"name_{s}.txt").read_text().split() for s in ("train", "test", "query")}
+    assert sorted(listed["train"] + listed["test"]) == sorted(x["image"] for x in summary.labels)
+    assert set(listed["query"]) <= set(listed["test"]) and listed["query"]
+    for subset, names in listed.items():
+        assert all((tmp_path / f"image_{subset}" / n).is_file() for n in names)
+    for name in ("train_label.xml", "test_label.xml"):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(b'<?xml version="1.0" encoding="gb2312"?>')
+        text = data.decode("gb2312")
+        assert "车辆" in text  # really gb2312 bytes, not ASCII
+    erratum = [x for x in summary.labels if x["vehicle_id"] in ("0003", "0007")]
+    assert erratum and all(x["type_id"] == "0" and x["type"] == "suv" for x in erratum)
+    assert (tmp_path / "list_type.txt").read_text().splitlines()[1] == "2 suv"
+    assert (tmp_path / "list_color.txt").read_text().splitlines()[7] == "8 golden"

@@ -12,12 +12,11 @@ from typing import Protocol
 
 from PIL import Image
 
-from t2iverw.caption.client import EndpointPool
+from t2iverw.caption.client import EndpointPool, ServedModel
 from t2iverw.caption.image import jpeg_data_url
 from t2iverw.errors import T2IError
 
 BACKENDS = ("openai", "transformers", "template")
-DEFAULT_MODEL = "Qwen/Qwen3-VL-32B-Instruct"
 
 
 @dataclass
@@ -38,7 +37,8 @@ class Reply:
 
 class Backend(Protocol):
     name: str
-    model: str
+    model: str  # after start(): the model that actually answers (a server's own name for it)
+    checkpoint: str | None  # what that name stands for: the server's loaded checkpoint, a revision or hash
     generative: bool  # False: the text ignores image, prompt and sampling (the template)
 
     async def start(self) -> None: ...
@@ -54,12 +54,16 @@ class OpenAIBackend:
     name = "openai"
     generative = True  # reads the image, the prompt and the sampling parameters
 
-    def __init__(self, model: str, endpoints: list[str], *, timeout: float, retries: int, backoff: float):
-        self.model = model
+    def __init__(self, model: str | None, endpoints: list[str], *, timeout: float, retries: int, backoff: float,
+                 wait: float = 0.0):
+        self.requested, self.wait = model, wait
+        self.model, self.checkpoint = model or "", None
         self.pool = EndpointPool(endpoints, timeout=timeout, retries=retries, backoff=backoff)
 
     async def start(self) -> None:
-        await self.pool.check()
+        """Wait for a server, then settle which model the records name: the one it serves."""
+        served = await self.pool.start(self.wait)
+        self.model, self.checkpoint = resolve_model(self.requested, served, self.pool.endpoints[0].url)
 
     async def generate(self, prompt: str, image: Image.Image | None, meta: dict, sampling: Sampling) -> Reply:
         url = await asyncio.to_thread(jpeg_data_url, image)
@@ -92,18 +96,26 @@ class TransformersBackend:
     generative = True
 
     def __init__(self, model: str):
+        from t2iverw.models import model_identity
+
+        identity = model_identity(model)
+        self.path = model
+        self.model, self.checkpoint = identity["model"], identity["revision"]
+        self.processor = self.net = None
+        self._lock = asyncio.Lock()
+
+    def load(self) -> None:
+        """Load the weights (the worker calls this only once there is something to caption)."""
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.model = model
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         try:
-            self.processor = AutoProcessor.from_pretrained(model)
-            self.net = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype).to(self.device).eval()
+            self.processor = AutoProcessor.from_pretrained(self.path)
+            self.net = AutoModelForImageTextToText.from_pretrained(self.path, dtype=dtype).to(self.device).eval()
         except (OSError, ValueError) as exc:
-            raise T2IError(f"cannot load model {model!r} with transformers: {str(exc).splitlines()[0]}") from None
-        self._lock = asyncio.Lock()
+            raise T2IError(f"cannot load model {self.path!r} with transformers: {str(exc).splitlines()[0]}") from None
 
     async def start(self) -> None:
         pass
@@ -147,6 +159,7 @@ class TemplateBackend:
     name = "template"
     generative = False
     model = "metadata-template"
+    checkpoint = None
 
     async def start(self) -> None:
         pass
@@ -170,11 +183,37 @@ def template_caption(meta: dict) -> str:
     )
 
 
-def make_backend(backend: str, *, model: str, endpoints: list[str], timeout: float, retries: int,
-                 backoff: float) -> Backend:
+def resolve_model(requested: str | None, served: list[ServedModel], url: str) -> tuple[str, str | None]:
+    """(model name, checkpoint) that requests use and records carry.
+
+    A server that names its checkpoints (vLLM lists a `root` per served model) serves
+    exactly what it lists: a --model it does not list is a mistake caught before any
+    request. A server that loads on demand (`transformers serve` lists its cache) takes
+    the --model it is given.
+    """
+    names = [m.id for m in served]
+    fixed = any(m.checkpoint for m in served)
+    if requested is None:
+        if len(served) == 1:
+            return served[0].id, served[0].checkpoint
+        listing = f"serves {', '.join(names)}" if names else "lists no model"
+        raise T2IError(f"the server at {url} {listing}; name the model to caption with --model")
+    match = next((m for m in served if m.id == requested), None)
+    if match is not None:
+        return match.id, match.checkpoint
+    if fixed:
+        raise T2IError(f"the server at {url} serves {', '.join(names)} (from /v1/models), not --model {requested!r}; "
+                       f"drop --model or pass the served name")
+    return requested, None
+
+
+def make_backend(backend: str, *, model: str | None, endpoints: list[str], timeout: float, retries: int,
+                 backoff: float, wait: float = 0.0) -> Backend:
     if backend == "openai":
-        return OpenAIBackend(model, endpoints, timeout=timeout, retries=retries, backoff=backoff)
+        return OpenAIBackend(model, endpoints, timeout=timeout, retries=retries, backoff=backoff, wait=wait)
     if backend == "transformers":
+        if not model:
+            raise T2IError("--backend transformers needs --model (a hub id or a local directory)")
         return TransformersBackend(model)
     if backend == "template":
         return TemplateBackend()

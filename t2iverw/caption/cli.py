@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from t2iverw.caption.prompt import DEFAULT_HINTS, HINT_FIELDS
+from t2iverw.options import runner_options
+
 BUILD = click.argument("build", type=click.Path(exists=True, file_okay=False, path_type=Path))
 
 
@@ -16,28 +19,35 @@ BUILD = click.argument("build", type=click.Path(exists=True, file_okay=False, pa
               "(--model PATH); template: from the metadata alone.")
 @click.option("--endpoint", "endpoints", multiple=True, metavar="URL",
               help="Server base URL; repeat to spread the load.  [default: http://127.0.0.1:8000/v1]")
-@click.option("--model", default="Qwen/Qwen3-VL-32B-Instruct", show_default=True,
-              help="Served model name, or a local path with --backend transformers.")
+@click.option("--model", help="The served model's name (default: the one the server serves, from /v1/models), "
+              "or a hub id / local path with --backend transformers.")
+@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+              help="Wait this long for a server that is still starting (vLLM loads a 32B model for minutes).")
 @click.option("--prompt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Prompt template replacing the shipped prompts/caption.md.")
-@click.option("--hints/--no-hints", default=True, show_default=True, help="Give the VERI-Wild colour/type/model.")
+@click.option("--hints", type=click.Choice(list(HINT_FIELDS)), default=DEFAULT_HINTS, show_default=True,
+              help="Metadata told to the model: none; witness (body colour and type, what a witness sees); "
+                   "model (also the make and model, facts no witness knows).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True, help="Requests in flight.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Caption at most N pending images.")
-@click.option("--retry-failed", is_flag=True, help="Also retry images whose latest caption failed.")
 @click.option("--max-pixels", type=click.IntRange(min=1024), default=512 * 512, show_default=True,
               help="Downscale images above this many pixels before sending.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds per request.")
 @click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
-              help="Retries of a request on timeouts, 429, 5xx and dead endpoints.")
-def caption(build: Path, endpoints: tuple[str, ...], **options) -> None:
-    """Caption every pending image of BUILD into BUILD/captions.jsonl (resumable), then run caption QA."""
+              help="The openai client's retries of a request (timeouts, 408/409/429/5xx, honouring Retry-After) "
+                   "before it moves to another endpoint.")
+@runner_options
+def caption(build: Path, endpoints: tuple[str, ...], shard, mode, source_root, **options) -> None:
+    """Caption every pending image of BUILD into BUILD/captions/ (resumable, shardable), then summarise QA."""
+    from t2iverw.build import BuildDir
     from t2iverw.caption.run import run_captions
+    from t2iverw.runner import parse_shard
 
-    summary = run_captions(build, endpoints=list(endpoints) or None, **options)
+    summary = run_captions(BuildDir.open(build, source_root), endpoints=list(endpoints) or None,
+                           shard=parse_shard(shard), mode=mode or "check", **options)
     for line in summary.lines():
         click.echo(line)
 

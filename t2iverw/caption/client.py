@@ -1,9 +1,14 @@
 """A pool of OpenAI-compatible endpoints (one vLLM server per GPU or node) behind one `chat` call.
 
-Requests go round-robin to the endpoints that are up. An endpoint that refuses
-connections is taken out of rotation for a cool-down that grows while it stays down,
-then tried again; timeouts, 429 and 5xx are retried with exponential backoff. The
-`openai` client's own retries are off because they would stay on a dead endpoint.
+Retries are the `openai` client's own: it retries timeouts, connection errors, 408, 409,
+429 and 5xx with exponential backoff and honours the server's `Retry-After`. On top of
+that the pool spreads requests round-robin over the endpoints that are up: an endpoint
+that still fails after the client's retries is taken out of rotation for a cool-down
+that grows while it stays down, and the request moves to another endpoint.
+
+Before the run, `start` waits (up to `--wait` seconds) for an endpoint to answer
+`/v1/models` and learns which model it serves, so records name the served model, not
+the command-line flag.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from t2iverw.errors import T2IError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000/v1"
 MAX_COOLDOWN_S = 60.0
+POLL_S = 2.0
 START_HINT = "start one with `bash pipelines/serve_vllm.sh` (see pipelines/README.md) or pass --endpoint URL"
 
 
@@ -30,6 +36,12 @@ def api_key() -> str:
 
 class RequestRejected(Exception):
     """The server refused this one request (4xx other than auth/not-found/429): a per-image failure."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    id: str  # the name requests use
+    checkpoint: str | None  # what the server loaded (vLLM's `root`), when it says
 
 
 @dataclass
@@ -58,28 +70,44 @@ class EndpointPool:
             raise T2IError("no --endpoint given")
         key = api_key()
         self.endpoints = [
-            Endpoint(u.rstrip("/"), openai.AsyncOpenAI(base_url=u.rstrip("/"), api_key=key, timeout=timeout, max_retries=0))
+            Endpoint(u.rstrip("/"), openai.AsyncOpenAI(base_url=u.rstrip("/"), api_key=key, timeout=timeout,
+                                                       max_retries=retries))
             for u in dict.fromkeys(urls)
         ]
-        self.retries, self.backoff = retries, backoff
+        self.backoff = backoff
         self._turn = itertools.cycle(range(len(self.endpoints)))
 
-    async def check(self) -> None:
-        """Fail fast, in one line, when no endpoint has a server behind it; dead ones start out of rotation."""
-        results = await asyncio.gather(*(self._probe(ep) for ep in self.endpoints))
-        if not any(results):
-            urls = ", ".join(ep.url for ep in self.endpoints)
-            raise T2IError(f"no OpenAI-compatible server answers at {urls}; {START_HINT}")
+    async def start(self, wait: float = 0.0) -> list[ServedModel]:
+        """Wait up to `wait` s for some endpoint to answer /v1/models; dead ones start out of rotation.
 
-    async def _probe(self, ep: Endpoint) -> bool:
+        Returns what the first live endpoint lists (an empty list when it lists nothing).
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            listed = await asyncio.gather(*(self._models(ep) for ep in self.endpoints))
+            live = [models for models in listed if models is not None]
+            if live:
+                return live[0]
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        urls = ", ".join(ep.url for ep in self.endpoints)
+        waited = f" after waiting {wait:g}s" if wait else ""
+        raise T2IError(f"no OpenAI-compatible server answers at {urls}{waited}; if one is still loading its model "
+                       f"(vLLM takes minutes for a 32B model), pass --wait SECONDS; else {START_HINT}")
+
+    async def _models(self, ep: Endpoint) -> list[ServedModel] | None:
+        """What the endpoint lists, or None when nothing answers there (it is then marked down)."""
         try:
-            await ep.client.models.list()
+            page = await ep.client.with_options(max_retries=0, timeout=10.0).models.list()
         except openai.APIStatusError:
-            pass  # it answered (some servers, e.g. `transformers serve`, fail to list models)
-        except openai.APIConnectionError:
+            ep.mark_up()
+            return []  # it answered, but lists nothing useful
+        except openai.APIError:
             ep.mark_down(self.backoff)
-            return False
-        return True
+            return None
+        ep.mark_up()
+        return [ServedModel(m.id, getattr(m, "root", None)) for m in page.data]
 
     async def _next(self) -> Endpoint:
         """The next endpoint in rotation that is up; if all are down, wait for the first to come back."""
@@ -92,9 +120,9 @@ class EndpointPool:
         return ep
 
     async def chat(self, **request) -> tuple[object, str]:
-        """One chat completion and the endpoint that served it; T2IError once retries are spent."""
+        """One chat completion and the endpoint that served it; T2IError once every endpoint has failed it."""
         last = ""
-        for attempt in range(self.retries + 1):
+        for _ in range(max(2, len(self.endpoints))):
             ep = await self._next()
             try:
                 reply = await ep.client.chat.completions.create(**request)
@@ -103,22 +131,29 @@ class EndpointPool:
             except openai.APIConnectionError:
                 last = f"connection to {ep.url} failed"
                 ep.mark_down(self.backoff)
-                continue  # another endpoint may be up: no extra wait
             except (openai.RateLimitError, openai.InternalServerError) as exc:
                 last = f"HTTP {exc.status_code} from {ep.url}"
+                ep.mark_down(self.backoff)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
                 raise T2IError(f"{ep.url} refused the request (HTTP {exc.status_code}): check --model "
                                f"{request.get('model')!r} and the API key (T2IVERW_API_KEY / OPENAI_API_KEY)") from None
             except openai.APIStatusError as exc:
-                raise RequestRejected(f"HTTP {exc.status_code}: {exc.message}") from None
+                raise RequestRejected(f"HTTP {exc.status_code}: {_message(exc)}") from None
             except openai.APIResponseValidationError as exc:
                 raise RequestRejected(f"malformed reply from {ep.url}: {exc.message}") from None
             else:
                 ep.mark_up()
                 return reply, ep.url
-            await asyncio.sleep(min(self.backoff * 2**attempt, MAX_COOLDOWN_S))
-        raise T2IError(f"gave up after {self.retries + 1} tries ({last}); the captions written so far are kept, "
-                       f"re-run the same command to finish once the server is back ({START_HINT})")
+        raise T2IError(f"gave up on a request after retrying every endpoint ({last}); the captions written so far "
+                       f"are kept: re-run the same command to finish once a server is back ({START_HINT})")
 
     async def aclose(self) -> None:
         await asyncio.gather(*(ep.client.close() for ep in self.endpoints))
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    """The server's own reason (vLLM puts it in error.message), on one line."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body)
+    text = err.get("message") if isinstance(err, dict) else None
+    return " ".join(str(text or exc.message).split())

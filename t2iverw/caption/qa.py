@@ -5,6 +5,11 @@ off, refusal, repetition loop): such replies are retried once and then recorded 
 failed. `qa_flags` marks usable captions that a reviewer should read first: too short
 or long, whole attribute families missing, colour or type contradicting the VERI-Wild
 metadata, boilerplate openings, repetition. Flags are advice, never a reason to drop.
+
+Flags are a pure function of a caption's text and its image's metadata, so `caption-qa`
+only reads: it never writes into a log another process may be appending to. Each
+caption record keeps the flags of the rules it was made under (`qa`); the export's
+`caption_flags` column applies the current rules.
 """
 
 from __future__ import annotations
@@ -122,7 +127,6 @@ def qa_flags(text: str, meta: dict) -> list[str]:
 class QASummary:
     captions: int = 0
     flagged: int = 0
-    updated: int = 0
     by_flag: dict[str, int] = field(default_factory=dict)
     words_mean: float = 0.0
     words_median: float = 0.0
@@ -130,7 +134,7 @@ class QASummary:
     words_max: int = 0
 
     def lines(self) -> list[str]:
-        out = [f"caption QA: {self.captions} captions, {self.flagged} flagged for review ({self.updated} records updated)"]
+        out = [f"caption QA: {self.captions} captions, {self.flagged} flagged for review"]
         if self.captions:
             out.append(f"  words: mean {self.words_mean:.2f} (paper {PAPER_MEAN_WORDS}), median {self.words_median:g}, "
                        f"min {self.words_min}, max {self.words_max}")
@@ -139,28 +143,18 @@ class QASummary:
 
 
 def run_qa(build: str | Path | BuildDir) -> QASummary:
-    """Flag every ok caption of `build`; records whose flags changed are appended again with `qa` set.
-
-    The captions log stays append-only: a re-appended record (same image, new `qa`) is
-    the latest line and so overrides the earlier one for every reader.
-    """
+    """Flag every ok caption of `build` by the current rules and summarise; reads only."""
     build = build if isinstance(build, BuildDir) else BuildDir.open(build)
     meta = {r["image_id"]: r for r in build.images(["image_id", "color", "type"]).to_pylist()}
     summary = QASummary()
     counts: list[int] = []
-    updates = []
     for image_id, rec in build.captions().items():
         flags = qa_flags(rec["text"], meta.get(image_id, {}))
         counts.append(len(words(rec["text"])))
         summary.flagged += bool(flags)
         for f in flags:
             summary.by_flag[f] = summary.by_flag.get(f, 0) + 1
-        if rec.get("qa") != flags:
-            updates.append({**rec, "qa": flags})
-    if updates:
-        with build.log_writer("captions") as log:
-            log.write_many(updates)
-    summary.captions, summary.updated = len(counts), len(updates)
+    summary.captions = len(counts)
     if counts:
         summary.words_mean = statistics.fmean(counts)
         summary.words_median = statistics.median(counts)

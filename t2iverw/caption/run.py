@@ -1,19 +1,18 @@
-"""The caption stage: caption every pending image of a build, append one record per image, then QA.
+"""The caption stage: a worker that captions one image per request, run by the stage runner.
 
-Pending means indexed but without a record (with `retry_failed`, also those whose
-latest record failed), so a killed run is resumed by running it again: finished images
-are never redone and a record is written only once its caption is final. Workers pull
-from one queue, so at most `concurrency` requests are in flight however many images
-there are (the in-process transformers backend runs one at a time and the workers
-just keep the next images decoded).
+The runner (t2iverw/runner) owns what is pending, the lock, the record order, the
+settings fingerprint and failure isolation; this module owns only the captioning: load
+the crop, send it with the prompt, judge the reply, and say what happened. A bad reply
+(empty, cut off, refusal, repetition loop) is retried once with the next seed, then
+recorded as failed with the reason; a request the server rejects fails that image alone.
 
-A record (one JSON line of BUILD/captions.jsonl): image_id, caption_id (= image_id),
-status ok|failed, text, reason (failed: bad_image, rejected, empty, cut_off, refusal,
-repetitive; the text of the last reply is kept for review), backend, model, endpoint,
-prompt_hash (SHA-256 of the prompt template), hints, sampling {max_tokens, temperature,
-seed}, usage {prompt_tokens, completion_tokens}, latency_s, finish_reason, attempts,
-and qa (review flags, ok records only). `caption-qa` re-appends records whose flags
-changed; the latest line of an image wins.
+A record body (see annotations/schema.md for the envelope the runner adds): image_id,
+caption_id (= image_id), status ok|failed, text, reason (failed: bad_image, rejected,
+empty, cut_off, refusal, repetitive; the text of the last reply is kept for review),
+detail, endpoint, seed (this request's), usage {prompt_tokens, completion_tokens},
+latency_s, finish_reason, attempts, and qa (review flags, ok records only). The
+settings that shape a caption (backend, served model and checkpoint, prompt hash, hint
+mode, sampling, pixel budget) are the record's `settings`.
 """
 
 from __future__ import annotations
@@ -23,180 +22,76 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from t2iverw.build import BuildDir
-from t2iverw.caption.backends import DEFAULT_MODEL, Backend, Sampling, make_backend
+from t2iverw.caption.backends import Backend, Sampling, make_backend
 from t2iverw.caption.client import DEFAULT_ENDPOINT, RequestRejected
 from t2iverw.caption.image import DEFAULT_MAX_PIXELS, BadImage, load_crop
-from t2iverw.caption.prompt import Prompt, load_prompt
+from t2iverw.caption.prompt import DEFAULT_HINTS, Prompt, load_prompt
 from t2iverw.caption.qa import QASummary, qa_flags, reply_problem, run_qa, words
+from t2iverw.runner import Item, ItemFailed, Mode, RunReport, Worker, run_stage
 
 META = ("color", "type", "model")
 ATTEMPTS = 2  # a bad reply (empty, cut off, refusal, loop) is retried once, then recorded as failed
+TEMPLATE_VERSION = 1  # bump when template_caption's wording changes
 
 
-@dataclass
-class Item:
-    image_id: str
-    path: Path
-    meta: dict
+class CaptionWorker(Worker):
+    stage = "captions"
+    columns = META
+    batch_size = 1  # one request per item; `parallel` requests in flight
 
+    def __init__(self, engine: Backend, prompt: Prompt, sampling: Sampling, *,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, concurrency: int = 32):
+        self.engine, self.prompt, self.sampling, self.max_pixels = engine, prompt, sampling, max_pixels
+        self.parallel = max(1, concurrency)
+        self.completion_tokens = 0
+        self.words: list[int] = []
 
-@dataclass
-class CaptionSummary:
-    pending: int = 0
-    done: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    words: list[int] = field(default_factory=list)
-    qa: QASummary | None = None
+    async def open(self) -> None:
+        await self.engine.start()
 
-    def lines(self) -> list[str]:
-        if not self.pending:
-            return ["nothing to caption: every image has a caption record (--retry-failed retries failures)"] + (
-                self.qa.lines() if self.qa else [])
-        rate = self.completion_tokens / self.seconds if self.seconds else 0.0
-        mean = f", mean {sum(self.words) / len(self.words):.1f} words" if self.words else ""
-        out = [f"captioned {self.done} of {self.pending} pending images in {self.seconds:.1f}s "
-               f"({rate:.0f} generated tokens/s{mean})"]
-        out += [f"  failed ({reason}): {n}" for reason, n in sorted(self.failed.items())]
-        return out + (self.qa.lines() if self.qa else [])
+    def settings(self) -> dict:
+        if not self.engine.generative:
+            return {"backend": self.engine.name, "model": self.engine.model, "template": TEMPLATE_VERSION}
+        s = self.sampling
+        return {"backend": self.engine.name, "model": self.engine.model, "checkpoint": self.engine.checkpoint,
+                "prompt_sha256": self.prompt.sha256, "hints": self.prompt.hints,
+                "sampling": {"max_tokens": s.max_tokens, "temperature": s.temperature, "seed": s.seed},
+                "max_pixels": self.max_pixels}
 
+    def setup(self) -> None:
+        load = getattr(self.engine, "load", None)
+        if load is not None:
+            load()  # in-process weights: only once something is pending
 
-def pending_items(build: BuildDir, *, retry_failed: bool = False, limit: int | None = None) -> list[Item]:
-    """Indexed images still to caption, in index order."""
-    latest = build.latest_records("captions")
-    source = build.source_root
-    todo = []
-    for row in build.images(["image_id", "path", *META]).to_pylist():
-        rec = latest.get(row["image_id"])
-        if rec is None or (retry_failed and rec["status"] == "failed"):
-            todo.append(Item(row["image_id"], source / row["path"], {k: row[k] for k in META}))
-    return todo[:limit] if limit is not None else todo
-
-
-def run_captions(
-    build: str | Path | BuildDir,
-    *,
-    backend: str = "openai",
-    endpoints: list[str] | None = None,
-    model: str = DEFAULT_MODEL,
-    prompt: str | Path | None = None,
-    hints: bool = True,
-    concurrency: int = 32,
-    max_tokens: int = 256,
-    temperature: float = 0.7,
-    seed: int = 0,
-    limit: int | None = None,
-    retry_failed: bool = False,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    timeout: float = 300.0,
-    retries: int = 6,
-    backoff: float = 1.0,
-    progress: bool = True,
-) -> CaptionSummary:
-    """Caption the pending images of `build` and run caption QA; raises T2IError when the server is gone."""
-    build = build if isinstance(build, BuildDir) else BuildDir.open(build)
-    items = pending_items(build, retry_failed=retry_failed, limit=limit)
-    summary = CaptionSummary(pending=len(items))
-    if items:
-        engine = make_backend(backend, model=model, endpoints=list(endpoints or [DEFAULT_ENDPOINT]),
-                              timeout=timeout, retries=retries, backoff=backoff)
-        job = _Job(build, engine, load_prompt(prompt, hints=hints), Sampling(max_tokens, temperature, seed),
-                   max_pixels, summary)
-        asyncio.run(job.run(items, max(1, concurrency), progress))
-    summary.qa = run_qa(build)
-    return summary
-
-
-@dataclass
-class _Job:
-    build: BuildDir
-    engine: Backend
-    prompt: Prompt
-    sampling: Sampling
-    max_pixels: int
-    summary: CaptionSummary
-
-    async def run(self, items: list[Item], concurrency: int, progress: bool) -> None:
-        todo: asyncio.Queue[Item] = asyncio.Queue()
-        for item in items:
-            todo.put_nowait(item)
-        finished: asyncio.Queue[dict | None] = asyncio.Queue()
-        start = time.perf_counter()
+    def load(self, item: Item):
+        if not self.engine.generative:
+            return None
         try:
-            await self.engine.start()
-            with self.build.log_writer("captions") as log, \
-                    tqdm(total=len(items), unit="img", desc="caption", disable=not progress) as bar:
-                writer = asyncio.create_task(self._write(finished, log, bar))
-                workers = [asyncio.create_task(self._work(todo, finished)) for _ in range(concurrency)]
-                try:
-                    await asyncio.gather(*workers)
-                finally:
-                    for w in workers:
-                        w.cancel()
-                    await asyncio.gather(*workers, return_exceptions=True)
-                    finished.put_nowait(None)
-                    await writer  # every caption finished before a failure is still written
-        finally:
-            self.summary.seconds = time.perf_counter() - start
-            await self.engine.aclose()
+            return load_crop(item.path, self.max_pixels)
+        except BadImage as exc:
+            raise ItemFailed("bad_image", f"unreadable image {item.path}: {exc}") from None
 
-    async def _work(self, todo: asyncio.Queue, finished: asyncio.Queue) -> None:
-        while not todo.empty():
-            finished.put_nowait(await self._caption(todo.get_nowait()))
+    async def process(self, batch: list[tuple[Item, object]]) -> list[dict]:
+        return list(await asyncio.gather(*(self._caption(item, image) for item, image in batch)))
 
-    async def _write(self, finished: asyncio.Queue, log, bar: tqdm) -> None:
-        """Group commit: records finished during one fsync go out together in the next, off the event loop.
+    async def close(self) -> None:
+        await self.engine.aclose()
 
-        An fsync per record on the loop would cap a run at a few hundred captions/s and
-        stall every request meanwhile; a kill still loses only captions not yet written,
-        which the next run redoes.
-        """
-        while True:
-            batch = [await finished.get()]
-            while not finished.empty():
-                batch.append(finished.get_nowait())
-            records = [r for r in batch if r is not None]
-            if records:
-                await asyncio.to_thread(log.write_many, records)
-                for record in records:
-                    self._count(record, bar)
-            if batch[-1] is None:
-                return
-
-    def _count(self, record: dict, bar: tqdm) -> None:
-        if record["status"] == "ok":
-            self.summary.done += 1
-            self.summary.words.append(len(words(record["text"])))
-        else:
-            self.summary.failed[record["reason"]] = self.summary.failed.get(record["reason"], 0) + 1
-            bar.set_postfix(failed=sum(self.summary.failed.values()), refresh=False)
-        bar.update()
-
-    async def _caption(self, item: Item) -> dict:
-        generative = self.engine.generative
-        base = {"image_id": item.image_id, "caption_id": item.image_id, "backend": self.engine.name,
-                "model": self.engine.model, "prompt_hash": self.prompt.sha256 if generative else None,
-                "hints": self.prompt.hints and generative}
-        image = None
-        if generative:
-            try:
-                image = await asyncio.to_thread(load_crop, item.path, self.max_pixels)
-            except BadImage as exc:
-                return {**base, "status": "failed", "reason": "bad_image", "detail": str(exc), "text": "", "attempts": 0}
-        text = self.prompt.render(item.meta)
+    async def _caption(self, item: Item, image) -> dict:
+        meta = {k: item.row.get(k) for k in META}
+        base = {"image_id": item.image_id, "caption_id": item.image_id}
+        text = self.prompt.render(meta)
         for attempt in range(1, ATTEMPTS + 1):
-            sampling = Sampling(self.sampling.max_tokens, self.sampling.temperature, self.sampling.seed + attempt - 1)
+            seed = self.sampling.seed + attempt - 1
+            sampling = Sampling(self.sampling.max_tokens, self.sampling.temperature, seed)
             began = time.perf_counter()
             try:
-                reply = await self.engine.generate(text, image, item.meta, sampling)
+                reply = await self.engine.generate(text, image, meta, sampling)
             except RequestRejected as exc:
                 return {**base, "status": "failed", "reason": "rejected", "detail": str(exc), "text": "",
                         "attempts": attempt}
-            self.summary.completion_tokens += reply.completion_tokens
+            self.completion_tokens += reply.completion_tokens
             problem = reply_problem(reply.text, reply.finish_reason)
             if problem is None:
                 break
@@ -205,15 +100,99 @@ class _Job:
             "status": "ok" if problem is None else "failed",
             "text": reply.text,
             "endpoint": reply.endpoint,
-            "sampling": {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "seed": sampling.seed}
-            if generative else None,
+            "seed": seed if self.engine.generative else None,
             "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens},
             "latency_s": round(time.perf_counter() - began, 3),
             "finish_reason": reply.finish_reason,
             "attempts": attempt,
         }
         if problem is None:
-            record["qa"] = qa_flags(reply.text, item.meta)
+            record["qa"] = qa_flags(reply.text, meta)
+            self.words.append(len(words(reply.text)))
         else:
             record["reason"] = problem
         return record
+
+
+@dataclass
+class CaptionSummary:
+    report: RunReport
+    completion_tokens: int = 0
+    words: list[int] = field(default_factory=list)
+    qa: QASummary | None = None
+
+    @property
+    def pending(self) -> int:
+        return self.report.pending
+
+    @property
+    def done(self) -> int:
+        return self.report.ok
+
+    @property
+    def failed(self) -> dict[str, int]:
+        return dict(self.report.failed)
+
+    def lines(self) -> list[str]:
+        out = self.report.lines("captioned")
+        if self.pending and self.report.seconds:
+            mean = f", mean {sum(self.words) / len(self.words):.1f} words" if self.words else ""
+            out[0] += f"; {self.completion_tokens / self.report.seconds:.0f} generated tokens/s{mean}"
+        return out + (self.qa.lines() if self.qa else [])
+
+
+def run_captions(
+    build: str | Path | BuildDir,
+    *,
+    backend: str = "openai",
+    endpoints: list[str] | None = None,
+    model: str | None = None,
+    prompt: str | Path | None = None,
+    hints: str = DEFAULT_HINTS,
+    concurrency: int = 32,
+    max_tokens: int = 256,
+    temperature: float = 0.7,
+    seed: int = 0,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    mode: Mode | str = Mode.CHECK,
+    shard: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    timeout: float = 300.0,
+    retries: int = 6,
+    backoff: float = 1.0,
+    wait: float = 0.0,
+    progress: bool = True,
+) -> CaptionSummary:
+    """Caption the pending images of `build` (of `shard`) and summarise caption QA; T2IError when no server answers."""
+    build = build if isinstance(build, BuildDir) else BuildDir.open(build)
+    worker = caption_worker(backend=backend, endpoints=endpoints, model=model, prompt=prompt, hints=hints,
+                            concurrency=concurrency, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                            max_pixels=max_pixels, timeout=timeout, retries=retries, backoff=backoff, wait=wait)
+    report = run_stage(build, worker, shard=shard, mode=Mode(mode), retry_failed=retry_failed, limit=limit,
+                       progress=progress)
+    return CaptionSummary(report, worker.completion_tokens, worker.words, run_qa(build))
+
+
+def caption_worker(
+    *,
+    backend: str = "openai",
+    endpoints: list[str] | None = None,
+    model: str | None = None,
+    prompt: str | Path | None = None,
+    hints: str = DEFAULT_HINTS,
+    concurrency: int = 32,
+    max_tokens: int = 256,
+    temperature: float = 0.7,
+    seed: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    timeout: float = 300.0,
+    retries: int = 6,
+    backoff: float = 1.0,
+    wait: float = 0.0,
+) -> CaptionWorker:
+    """A caption worker from command-line options (the in-process run and each Ray actor build it alike)."""
+    engine = make_backend(backend, model=model, endpoints=list(endpoints or [DEFAULT_ENDPOINT]), timeout=timeout,
+                          retries=retries, backoff=backoff, wait=wait)
+    return CaptionWorker(engine, load_prompt(prompt, hints=hints), Sampling(max_tokens, temperature, seed),
+                         max_pixels=max_pixels, concurrency=concurrency)

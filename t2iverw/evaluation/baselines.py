@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from t2iverw.build import IMAGES, BuildDir
 from t2iverw.errors import T2IError
-from t2iverw.evaluation.inputs import ground_truth
+from t2iverw.evaluation.inputs import ground_truth, query_id
 
 # Body colours a vehicle caption may name; their RGB comes from Pillow's CSS colour table.
 COLOUR_WORDS: tuple[str, ...] = ("white", "black", "silver", "gray", "grey", "red", "blue", "yellow", "green",
@@ -73,19 +73,21 @@ def _test_texts_and_images(dataset: Path) -> tuple[dict[str, str], dict[str, Cal
     """(caption id -> caption text, image id -> a function opening the image) of the test split."""
     if (dataset / IMAGES).exists():
         bd = BuildDir.open(dataset)
-        captions = bd.captions()
-        texts = {r["caption_id"]: r["text"] for r in captions.values()}
+        texts = {query_id(r.get("caption_id", i), k): t for i, r in bd.captions().items()
+                 for k, t in enumerate(r.get("texts") or [r["text"]])}
         rows = bd.images(["image_id", "path"]).to_pylist()
         return texts, {r["image_id"]: _opener(bd.image_path(r["path"])) for r in rows}
     files = sorted((dataset / "data").glob("test-*.parquet"))
-    if "image" not in pq.read_schema(files[0]).names:
+    schema = pq.read_schema(files[0])
+    if "image" not in schema.names:
         raise T2IError(f"{dataset} is an annotations-only export (no image column); "
                        "run the colour baseline on the build directory instead")
-    table = pa.concat_tables(pq.read_table(f, columns=["image_id", "caption_id", "caption", "image"]) for f in files)
+    columns = ["image_id", "caption_id", "caption", "image"] + (["captions"] if "captions" in schema.names else [])
+    table = pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
     texts, images = {}, {}
     for row in table.to_pylist():
-        if row["caption"] is not None:
-            texts[row["caption_id"]] = row["caption"]
+        for k, text in enumerate(row.get("captions") or ([row["caption"]] if row["caption"] is not None else [])):
+            texts[query_id(row["caption_id"], k)] = text
         images[row["image_id"]] = _opener(io.BytesIO(row["image"]["bytes"]))
     return texts, images
 

@@ -12,23 +12,33 @@ from t2iverw.errors import T2IError
 _file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
+_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
 @click.command("eval")
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--pred", type=_file, help="ranks.json: {query_id: [gallery ids, best first]}; lists may be top-K.")
+@click.argument("dataset", required=False, type=_dir)
+@click.option("--dataset", "dataset_option", type=_dir, help="The dataset, as an option (same as DATASET).")
+@click.option("--pred", type=_file,
+              help="ranks.json: {query_id: [gallery ids, best first]}, or a list of rankings in --query-ids order; "
+                   "lists may be top-K.")
 @click.option("--scores", type=_file, help="queries x gallery score matrix (.npy or .npz), higher = more similar.")
 @click.option("--baseline", type=click.Choice(["random", "colour-words"]),
               help="Evaluate a no-learning baseline (chance, or caption colour words vs. image pixels) instead.")
 @click.option("--direction", type=click.Choice(["t2i", "i2t"]), default="t2i", show_default=True,
               help="t2i: caption queries, image gallery; i2t: image queries, caption gallery.")
-@click.option("--query-ids", type=_file, help="Row order of --scores, one id per line (default: ids sorted).")
-@click.option("--gallery-ids", type=_file, help="Column order of --scores, one id per line (default: ids sorted).")
+@click.option("--query-ids", type=_file,
+              help="Row order of --scores, or the query of each ranking of a ranks.json list; one id per line "
+                   "(default: ids sorted).")
+@click.option("--gallery-ids", type=_file,
+              help="Column order of --scores, or the gallery that integer entries of a ranks.json index; one id "
+                   "per line (default: ids sorted).")
 @click.option("--print-order", is_flag=True, help="Print the default query and gallery order as JSON and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--per-query", type=click.Path(dir_okay=False, path_type=Path),
               help="Write each query's first-positive rank, AP and INP to this CSV.")
 @click.option("--ci", type=float, help="Add bootstrap confidence intervals at this level, e.g. 95.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the random baseline.")
-def eval_command(dataset: Path, pred: Path | None, scores: Path | None, baseline: str | None, direction: str, query_ids: Path | None,
+def eval_command(dataset: Path | None, dataset_option: Path | None, pred: Path | None, scores: Path | None, baseline: str | None, direction: str, query_ids: Path | None,
                  gallery_ids: Path | None, print_order: bool, as_json: bool, per_query: Path | None,
                  ci: float | None, seed: int) -> None:
     """Evaluate retrieval on the test split of DATASET (an export or a build directory).
@@ -41,6 +51,7 @@ def eval_command(dataset: Path, pred: Path | None, scores: Path | None, baseline
     from t2iverw.evaluation.judge import evaluate_predictions
     from t2iverw.evaluation.report import format_table, write_per_query
 
+    dataset = _one_dataset(dataset, dataset_option, pred, scores)
     if print_order:
         truth = ground_truth(dataset, direction)
         click.echo(json.dumps({"direction": direction, "queries": truth.query_ids, "gallery": truth.gallery_ids}))
@@ -55,9 +66,24 @@ def eval_command(dataset: Path, pred: Path | None, scores: Path | None, baseline
         raise T2IError("nothing to evaluate: give --pred ranks.json, --scores scores.npy or --baseline")
     result = evaluate_predictions(dataset, ranks=pred, scores=scores, direction=direction, query_ids=query_ids,
                                   gallery_ids=gallery_ids, ci=ci, seed=seed, progress=not as_json)
+    if result.selected_on_test:
+        click.echo("Warning: this model was selected on the test split (its prediction file says "
+                   "selected_on_test), so these numbers are optimistic, not a held-out result", err=True)
     if per_query is not None:
         write_per_query(per_query, result.truth.query_ids, result.per_query)
     click.echo(json.dumps(result.metrics) if as_json else format_table(result.metrics))
+
+
+def _one_dataset(positional: Path | None, option: Path | None, pred: Path | None, scores: Path | None) -> Path:
+    """The dataset, given either way (README and older scripts use --dataset); never two different ones."""
+    if positional is not None and option is not None and positional.resolve() != option.resolve():
+        raise T2IError(f"two datasets given: {positional} and --dataset {option}; give one")
+    dataset = positional or option
+    if dataset is None:
+        what = f"--pred {pred}" if pred else f"--scores {scores}" if scores else "the evaluation"
+        raise T2IError(f"{what} needs the dataset it is scored on: give DATASET or --dataset DIR "
+                       "(an export or a build directory)")
+    return dataset
 
 
 commands = [eval_command]

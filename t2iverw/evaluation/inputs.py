@@ -1,9 +1,10 @@
 """Ground truth and predictions for `t2iverw eval`, checked strictly.
 
-Protocol (text-to-image, `t2i`): every test caption is a query, its id is the caption
-id (== the image id, one caption per image); every test image is in the gallery; a
-gallery image is correct when its vehicle id equals the query's. `i2t` swaps the
-roles: test images query the gallery of test captions.
+Protocol (text-to-image, `t2i`): every test caption is a query. An image's first
+caption has the query id `caption_id` (== the image id); caption k > 0 of an image with
+several (a release's `captions` list) is `<caption_id>#<k>`. Every test image is in the
+gallery; a gallery image is correct when its vehicle id equals the query's. `i2t` swaps
+the roles: test images query the gallery of test captions.
 
 Order rule: queries and gallery are each sorted by id (Python string order). A score
 matrix's rows and columns follow that order (`t2iverw eval --print-order` prints it)
@@ -14,7 +15,6 @@ ground truth comes from an export (any number of shards) or a build directory.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,16 +68,17 @@ def _export_test_split(dataset: Path) -> tuple[dict[str, str], dict[str, str]]:
     if not files:
         raise T2IError(f"{dataset} has no test split (no data/test-*.parquet)")
     columns = ["image_id", "vehicle_id", "caption_id", "caption"]
+    if "captions" in pq.read_schema(files[0]).names:  # exports before the `captions` column hold one caption
+        columns.append("captions")
     try:  # reading only these columns never touches the image bytes
         table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
     except (pa.ArrowInvalid, KeyError, OSError) as exc:
         raise T2IError(f"{dataset}: cannot read the test split ({exc})") from None
     rows = table.to_pydict()
     images = _unique(rows["image_id"], rows["vehicle_id"], f"{dataset} test split", "image")
-    captioned = [i for i, c in enumerate(rows["caption"]) if c is not None]
-    captions = _unique([rows["caption_id"][i] for i in captioned], [rows["vehicle_id"][i] for i in captioned],
-                       f"{dataset} test split", "caption")
-    return images, captions
+    counts = [len(c) if c else 0 for c in rows["captions"]] if "captions" in rows else \
+        [int(c is not None) for c in rows["caption"]]
+    return images, _queries(rows["caption_id"], counts, rows["vehicle_id"], f"{dataset} test split")
 
 
 def _build_test_split(bd: BuildDir) -> tuple[dict[str, str], dict[str, str]]:
@@ -87,9 +88,22 @@ def _build_test_split(bd: BuildDir) -> tuple[dict[str, str], dict[str, str]]:
     if not images:
         raise T2IError(f"{bd.root}: the split has no test images; re-run `t2iverw split`")
     ok = bd.captions()
-    captions = _unique([ok[i]["caption_id"] for i in images if i in ok], [v for i, v in images.items() if i in ok],
-                       f"{bd.root} captions", "caption")
-    return images, captions
+    captioned = [i for i in images if i in ok]
+    caption_ids = [ok[i].get("caption_id", i) for i in captioned]
+    counts = [len(ok[i].get("texts") or [ok[i]["text"]]) for i in captioned]
+    return images, _queries(caption_ids, counts, [images[i] for i in captioned], f"{bd.root} captions")
+
+
+def query_id(caption_id: str, k: int) -> str:
+    """The query id of caption k of an image: the same rule as `t2iverw.schema.query_id` (a test holds
+    them equal), kept here so that evaluation does not import `datasets`."""
+    return caption_id if k == 0 else f"{caption_id}#{k}"
+
+
+def _queries(caption_ids: list[str], counts: list[int], labels: list[str], where: str) -> dict[str, str]:
+    """query id -> vehicle id for every caption (`counts[i]` captions of the image with caption_ids[i])."""
+    ids = [query_id(c, k) for c, n in zip(caption_ids, counts) for k in range(n)]
+    return _unique(ids, [v for v, n in zip(labels, counts) for _ in range(n)], where, "caption")
 
 
 def _unique(ids: list[str], labels: list[str], where: str, what: str) -> dict[str, str]:
@@ -147,42 +161,11 @@ def _relabel(ids: list[str], labels: np.ndarray, order: list[str], what: str) ->
 
 
 # --- predictions -------------------------------------------------------------
-def load_scores(path: str | Path) -> np.ndarray:
-    """A queries x gallery score matrix from .npy (memory-mapped) or .npz, never unpickling."""
-    path = Path(path)
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                names = archive.files
-                if "scores" not in names and len(names) != 1:
-                    raise T2IError(f"{path} holds arrays {names}; name the score matrix 'scores'")
-                scores = archive["scores" if "scores" in names else names[0]]
-        elif path.suffix == ".npy":
-            scores = np.load(path, mmap_mode="r", allow_pickle=False)
-        else:
-            raise T2IError(f"{path}: scores must be a .npy or .npz file")
-    except (ValueError, OSError, EOFError) as exc:
-        raise T2IError(f"cannot load scores from {path}: {exc}") from None
-    if scores.ndim != 2:
-        raise T2IError(f"{path} holds a {scores.ndim}-d array, expected a queries x gallery matrix")
-    return scores
-
-
 def check_shape(scores: np.ndarray, gt: GroundTruth, name: str) -> None:
     expected = (len(gt.query_ids), len(gt.gallery_ids))
     if tuple(scores.shape) != expected:
         raise T2IError(f"{name} has shape {tuple(scores.shape)}, but the test split has {expected[0]} queries x "
                        f"{expected[1]} gallery items ({gt.direction}; see `t2iverw eval --print-order`)")
-
-
-def read_ranks(path: str | Path) -> dict:
-    """The parsed ranks.json (validated against the ground truth by `ranking_metrics`)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise T2IError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise T2IError(f"cannot read {path}: {exc}") from None
 
 
 def ranking_metrics(ranks: object, gt: GroundTruth, name: str = "ranks") -> PerQuery:

@@ -8,23 +8,29 @@ from pathlib import Path
 import numpy as np
 
 from t2iverw.errors import T2IError
-from t2iverw.evaluation.inputs import (GroundTruth, check_shape, ground_truth, load_scores, ranking_metrics,
-                                       read_ids, read_ranks, reorder)
+from t2iverw.evaluation.inputs import GroundTruth, check_shape, ground_truth, ranking_metrics, read_ids, reorder
 from t2iverw.evaluation.metrics import PerQuery, score_metrics, summarize
+from t2iverw.evaluation.predictions import load_scores, read_ranks, resolve_ranks, unwrap
 from t2iverw.evaluation.report import bootstrap_ci
 
 
 @dataclass(frozen=True)
 class Result:
-    metrics: dict  # R1, R5, R10, mAP, mINP (percent), at_k, queries, gallery, direction[, ci, ci_level]
+    metrics: dict  # R1, R5, R10, mAP, mINP (percent), at_k, queries, gallery, direction[, ci, ci_level, selected_on_test]
     truth: GroundTruth
     per_query: PerQuery
+    meta: dict  # what the prediction file says about the model (`meta` of ranks.json / scores.npz), or {}
+
+    @property
+    def selected_on_test(self) -> bool:
+        """The model was chosen by its test-split metrics, so these numbers are optimistic."""
+        return bool(self.meta.get("selected_on_test"))
 
 
 def evaluate_predictions(
     dataset: str | Path,
     *,
-    ranks: str | Path | dict | None = None,
+    ranks: str | Path | dict | list | None = None,
     scores: str | Path | np.ndarray | None = None,  # or a torch tensor
     direction: str = "t2i",
     query_ids: str | Path | None = None,
@@ -33,31 +39,37 @@ def evaluate_predictions(
     seed: int = 0,
     progress: bool = False,
 ) -> Result:
-    """Score `ranks` ({query_id: [gallery ids best first]}, a dict or a ranks.json path) or a
-    queries x gallery `scores` matrix (array, tensor, or .npy/.npz path) on the test split of `dataset`.
+    """Score `ranks` or a queries x gallery `scores` matrix on the test split of `dataset`.
 
-    `query_ids` / `gallery_ids` are files giving the score matrix's row / column order
-    when it is not the default (ids sorted). `ci` (e.g. 95) adds seeded bootstrap intervals.
+    `ranks`: a ranks.json path or its parsed content, in any form of
+    `t2iverw.evaluation.predictions` ({query_id: [gallery ids best first]}, a list of
+    rankings in `query_ids` order, either one wrapped with `meta`). `scores`: an array,
+    a tensor, or a .npy/.npz path. `query_ids` / `gallery_ids` are files giving the
+    matrix's row / column order when it is not the default (ids sorted), the query of
+    each ranking of a list, and the gallery order that integer entries index. `ci`
+    (e.g. 95) adds seeded bootstrap intervals.
     """
     if (ranks is None) == (scores is None):
         raise T2IError("give exactly one of --pred (ranks.json) and --scores (.npy/.npz)")
     truth = ground_truth(dataset, direction)
+    queries, gallery = query_ids and read_ids(query_ids), gallery_ids and read_ids(gallery_ids)
     if ranks is not None:
-        if query_ids is not None or gallery_ids is not None:
-            raise T2IError("--query-ids/--gallery-ids order a score matrix; a ranks.json names its ids itself")
-        name = "ranks" if isinstance(ranks, dict) else str(ranks)
-        per_query = ranking_metrics(ranks if isinstance(ranks, dict) else read_ranks(ranks), truth, name)
+        name = str(ranks) if isinstance(ranks, (str, Path)) else "ranks"
+        parsed, meta = read_ranks(ranks) if isinstance(ranks, (str, Path)) else unwrap(ranks, name)
+        per_query = ranking_metrics(resolve_ranks(parsed, name, queries, gallery), truth, name)
     else:
-        truth = reorder(truth, query_ids and read_ids(query_ids), gallery_ids and read_ids(gallery_ids))
+        truth = reorder(truth, queries, gallery)
         from_file = isinstance(scores, (str, Path))
         name = str(scores) if from_file else "scores"
-        matrix = load_scores(scores) if from_file else scores
+        matrix, meta = load_scores(scores) if from_file else (scores, {})
         check_shape(matrix, truth, name)
         per_query = score_metrics(matrix, truth.query_labels, truth.gallery_labels, query_ids=truth.query_ids,
                                   progress=progress)
     metrics = summarize(per_query) | {"direction": direction}
+    if meta.get("selected_on_test"):
+        metrics["selected_on_test"] = True
     if ci is not None:
         if not 0 < ci < 100:
             raise T2IError(f"--ci must be a confidence level between 0 and 100, got {ci}")
         metrics |= {"ci": bootstrap_ci(per_query, ci, seed=seed), "ci_level": ci}
-    return Result(metrics, truth, per_query)
+    return Result(metrics, truth, per_query, meta)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from t2iverw.constants import GRID, INPUT_SIZE, MIN_COVER, PARTS
+from t2iverw.options import runner_options, source_root_option
 
 PREVIEW_DIR = "previews"
 
@@ -28,40 +29,34 @@ def _grid(text: str) -> tuple[int, int]:
 @click.option("--parts", "parts_file", type=click.Path(path_type=Path), help="Prompt file (default: shipped parts.yaml).")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Default: cuda when present.")
 @click.option("--dtype", type=click.Choice(["bf16", "fp32"]), help="Default: bf16 on cuda, fp32 on cpu.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Images per forward.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Images per forward (halved automatically on an out-of-memory error).")
 @click.option("--grid", "grid", default=f"{GRID[0]}x{GRID[1]}", show_default=True, help="Patch grid HxW.")
 @click.option("--input-size", type=click.IntRange(min=1), default=INPUT_SIZE, show_default=True,
               help="Side the mask is resized to before it is cut into the grid.")
 @click.option("--min-cover", type=click.FloatRange(0, 1, min_open=True), default=MIN_COVER, show_default=True,
               help="A grid cell is on when the part covers at least this share of it.")
-@click.option("--shard", help="Process shard i of N (i/N): a stable, disjoint slice of the images.")
-@click.option("--limit", type=click.IntRange(min=1), help="Segment at most this many pending images.")
+@runner_options
 @click.option("--preview", type=click.IntRange(min=0), default=0, show_default=True,
               help=f"Write this many overlays to BUILD/{PREVIEW_DIR}/.")
 def segment(build: Path, model: str, parts_file, device, dtype, batch_size: int, grid: str, input_size: int,
-            min_cover: float, shard, limit, preview: int) -> None:
+            min_cover: float, shard, mode, retry_failed: bool, limit, source_root, preview: int) -> None:
     """Six part masks per image with SAM3 (one vision pass per image), stored as COCO RLE + patch grid."""
     from t2iverw.build import BuildDir
-    from t2iverw.segment.model import load_segmenter
-    from t2iverw.segment.prompts import load_parts
-    from t2iverw.segment.run import check_grid, coverage, parse_shard, pending_images, segment_build
+    from t2iverw.runner import parse_shard
+    from t2iverw.segment.run import SegmentWorker, coverage, segment_build
     from t2iverw.segment.show import render_overlay
 
-    bd = BuildDir.open(build)
-    shard, grid_shape = parse_shard(shard), _grid(grid)
-    check_grid(grid_shape, input_size)
-    if pending_images(bd, shard, limit):  # loading SAM3 takes minutes: only when there is work
-        segmenter = load_segmenter(model, load_parts(parts_file), device=device, dtype=dtype)
-        report = segment_build(bd, segmenter, batch_size=batch_size, grid=grid_shape, input_size=input_size,
-                               min_cover=min_cover, shard=shard, limit=limit)
-        click.echo(f"segmented {report.segmented} images, {len(report.failed)} failed")
-        for rec in report.failed[:5]:
-            click.echo(f"  failed {rec['image_id']}: {rec['reason']}")
-        parts_found = report.coverage
-    else:
-        click.echo("nothing to segment: every image of this shard has a part record")
-        parts_found = coverage(bd)
-    click.echo(f"{'part':<8} {'found':>6} {'mean area':>9}")
+    bd = BuildDir.open(build, source_root)
+    worker = SegmentWorker(model, parts_file, device=device, dtype=dtype, batch_size=batch_size, grid=_grid(grid),
+                           input_size=input_size, min_cover=min_cover)
+    report = segment_build(bd, worker, shard=parse_shard(shard), mode=mode or "check", retry_failed=retry_failed,
+                           limit=limit)
+    for line in report.lines("segmented"):
+        click.echo(line)
+    parts_found = coverage(bd)
+    if parts_found:
+        click.echo(f"{'part':<8} {'found':>6} {'mean area':>9}")
     for part, row in parts_found.items():
         click.echo(f"{part:<8} {row['found']:>6.1%} {row['mean_area']:>9.3f}")
     for image_id in list(bd.parts())[:preview]:
@@ -93,12 +88,13 @@ def _pct(x: float) -> str:
 @click.argument("build", type=click.Path(path_type=Path))
 @click.argument("image_id")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG path (default: BUILD/previews/ID.png).")
-def show(build: Path, image_id: str, out) -> None:
+@source_root_option
+def show(build: Path, image_id: str, out, source_root) -> None:
     """Draw IMAGE_ID with its six part masks, the patch grid and its caption into a PNG."""
     from t2iverw.build import BuildDir
     from t2iverw.segment.show import render_overlay
 
-    bd = BuildDir.open(build)
+    bd = BuildDir.open(build, source_root)
     click.echo(render_overlay(bd, image_id, out or bd.root / PREVIEW_DIR / f"{image_id}.png"))
 
 

@@ -37,7 +37,3 @@ def part_record(
             "cells": [pack_grid(mask_to_grid(m, grid, input_size, min_cover)) for m in parts.masks],
         },
     }
-
-
-def failed_record(image_id: str, reason: str) -> dict:
-    return {"image_id": image_id, "status": "failed", "reason": reason}

@@ -28,9 +28,14 @@ def default_parts_path() -> Path:
     return Path(str(importlib.resources.files("t2iverw.prompts") / "parts.yaml"))
 
 
+def parts_path(path: str | Path | None = None) -> Path:
+    """`path`, or the shipped parts.yaml when None."""
+    return Path(path) if path is not None else default_parts_path()
+
+
 def load_parts(path: str | Path | None = None) -> list[PartPrompts]:
     """The six categories of a parts file (the shipped one when `path` is None), validated."""
-    path = Path(path) if path is not None else default_parts_path()
+    path = parts_path(path)
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:

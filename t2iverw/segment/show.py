@@ -17,6 +17,7 @@ from PIL import Image
 from t2iverw.build import BuildDir
 from t2iverw.constants import PARTS
 from t2iverw.errors import T2IError
+from t2iverw.grid import unpack_grid
 from t2iverw.segment.masks import decode_rle
 from t2iverw.storage import atomic_path
 
@@ -44,10 +45,10 @@ def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
     height = TITLE_IN + image_in + below
     fig = Figure(figsize=(FIG_WIDTH, height), dpi=120)
     ax = fig.add_axes((0.0, below / height, 1.0, image_in / height))
-    ax.imshow(_blend(image, [decode_rle(m) for m in record["masks"]]))
+    ax.imshow(_blend(image, _masks(record, image.shape[:2])))
     _draw_grid(ax, image.shape[:2], record["grid"]["shape"])
     ax.set_axis_off()
-    labels = [f"{p} ({s:.2f})" for p, s in zip(PARTS, record["scores"])]
+    labels = [f"{p} ({s:.2f})" for p, s in zip(PARTS, record["scores"])] if record.get("scores") else list(PARTS)
     fig.legend(handles=[Patch(color=c, label=l) for c, l in zip(COLOURS, labels)], loc="upper center", ncol=3,
                fontsize=8, frameon=False, bbox_to_anchor=(0.5, below / height))
     fig.text(0.03, (below - LEGEND_IN) / height, "\n".join(lines), va="top", fontsize=8)
@@ -55,6 +56,16 @@ def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     return Path(out)
+
+
+def _masks(record: dict, size: tuple[int, int]) -> list[np.ndarray]:
+    """The stored masks; an imported release has grids only, drawn as their cells stretched over the image."""
+    if record.get("masks"):
+        return [decode_rle(m) for m in record["masks"]]
+    shape = tuple(record["grid"]["shape"])
+    rows = np.arange(size[0]) * shape[0] // size[0]
+    cols = np.arange(size[1]) * shape[1] // size[1]
+    return [unpack_grid(cells, shape)[np.ix_(rows, cols)] for cells in record["grid"]["cells"]]
 
 
 def _image_row(build: BuildDir, image_id: str) -> dict:

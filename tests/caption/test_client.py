@@ -55,3 +55,24 @@ def test_api_key_from_environment(monkeypatch):
     assert api_key() == "k1"
     monkeypatch.setenv("T2IVERW_API_KEY", "k2")
     assert api_key() == "k2"
+
+
+def test_the_served_model_names_the_records_and_a_mismatch_is_refused():
+    import pytest
+
+    from t2iverw.caption.backends import resolve_model
+    from t2iverw.caption.client import ServedModel
+    from t2iverw.errors import T2IError
+
+    vllm = [ServedModel("Qwen/Qwen3-VL-32B-Instruct-FP8", "/models/qwen3-vl-32b-fp8")]
+    assert resolve_model(None, vllm, "u") == ("Qwen/Qwen3-VL-32B-Instruct-FP8", "/models/qwen3-vl-32b-fp8")
+    assert resolve_model("Qwen/Qwen3-VL-32B-Instruct-FP8", vllm, "u")[1] == "/models/qwen3-vl-32b-fp8"
+    with pytest.raises(T2IError, match=r"serves Qwen/Qwen3-VL-32B-Instruct-FP8 \(from /v1/models\), not --model "
+                                       r"'Qwen/Qwen3-VL-32B-Instruct'"):
+        resolve_model("Qwen/Qwen3-VL-32B-Instruct", vllm, "u")
+    on_demand = [ServedModel("org/cached-model", None)]  # `transformers serve` lists its cache, loads any path
+    assert resolve_model("/ckpt/tiny", on_demand, "u") == ("/ckpt/tiny", None)
+    with pytest.raises(T2IError, match="name the model to caption with --model"):
+        resolve_model(None, on_demand + [ServedModel("org/other", None)], "u")
+    with pytest.raises(T2IError, match="lists no model"):
+        resolve_model(None, [], "u")

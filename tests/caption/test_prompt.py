@@ -18,10 +18,17 @@ def test_shipped_prompt_names_the_attributes_and_forbids_plates():
     assert len(prompt.sha256) == 64
 
 
-def test_hints_carry_the_metadata_only_when_on():
-    assert "colour: red; type: sedan; model: Aurex-Nova" in load_prompt().render(META)
-    assert "sedan" not in load_prompt(hints=False).render(META)
-    assert "model" not in load_prompt().render({"color": "red", "type": "sedan", "model": None}).split("Metadata")[1]
+def test_default_hints_are_what_a_witness_sees_and_the_model_name_only_on_request():
+    witness = load_prompt().render(META)
+    assert "colour: red; type: sedan." in witness and "Aurex" not in witness
+    assert "colour: red; type: sedan; model: Aurex-Nova" in load_prompt(hints="model").render(META)
+    assert "sedan" not in load_prompt(hints="none").render(META)
+    assert "model" not in load_prompt(hints="model").render({"color": "red", "type": "sedan", "model": None}).split("Metadata")[1]
+
+
+def test_unknown_hint_mode_is_a_clear_error():
+    with pytest.raises(T2IError, match="--hints must be one of none, witness, model"):
+        load_prompt(hints="all")
 
 
 def test_custom_prompt_file_changes_text_and_hash(tmp_path):

@@ -29,7 +29,7 @@ MAX_TOKENS = 12  # the random model never stops, so every reply is cut off here
 
 
 def log_ids(build) -> list[str]:
-    path = build / "captions.jsonl"
+    path = build / "captions" / "main.jsonl"
     return [json.loads(line)["image_id"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -50,14 +50,16 @@ def options(tiny_vlm):
 
 def test_full_run_records_every_image_with_provenance(build_dir, vlm_server, options, tiny_vlm):
     summary = run_captions(build_dir, **options(vlm_server))
-    records = BuildDir.open(build_dir).latest_records("captions")
+    records = BuildDir.open(build_dir).latest("captions")
     assert len(log_ids(build_dir)) == len(records) == n_images(build_dir) == summary.pending
     for rec in records.values():
         assert rec["status"] == "failed" and rec["reason"] == "cut_off" and rec["attempts"] == 2
         assert rec["finish_reason"] == "length" and rec["usage"]["completion_tokens"] == MAX_TOKENS
-        assert rec["endpoint"] == vlm_server.url and rec["model"] == str(tiny_vlm)
-        assert rec["sampling"] == {"max_tokens": MAX_TOKENS, "temperature": 0.7, "seed": 1}
-        assert len(rec["prompt_hash"]) == 64 and rec["latency_s"] > 0
+        assert rec["endpoint"] == vlm_server.url and rec["seed"] == 1 and rec["latency_s"] > 0
+        settings = rec["settings"]
+        assert settings["backend"] == "openai" and settings["model"] == str(tiny_vlm) and settings["hints"] == "witness"
+        assert settings["sampling"] == {"max_tokens": MAX_TOKENS, "temperature": 0.7, "seed": 0}
+        assert len(settings["prompt_sha256"]) == 64
     assert summary.failed == {"cut_off": len(records)} and summary.done == 0
 
     again = run_captions(build_dir, **options(vlm_server))
@@ -68,7 +70,7 @@ def test_full_run_records_every_image_with_provenance(build_dir, vlm_server, opt
 
 def test_dead_endpoint_is_skipped_and_live_one_does_the_work(build_dir, vlm_server, dead_endpoint, options):
     run_captions(build_dir, **options(vlm_server, endpoints=[dead_endpoint, vlm_server.url], limit=8))
-    records = BuildDir.open(build_dir).latest_records("captions")
+    records = BuildDir.open(build_dir).latest("captions")
     assert len(records) == 8 and {r["endpoint"] for r in records.values()} == {vlm_server.url}
 
 
@@ -88,10 +90,10 @@ def test_corrupt_and_missing_images_fail_alone(own_source_build, vlm_server, opt
     build.image_path(rows[0]["path"]).write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     build.image_path(rows[1]["path"]).unlink()
     run_captions(own_source_build, **options(vlm_server))
-    records = build.latest_records("captions")
+    records = build.latest("captions")
     assert len(records) == len(rows)
     for row in rows[:2]:
-        assert records[row["image_id"]]["reason"] == "bad_image" and records[row["image_id"]]["attempts"] == 0
+        assert records[row["image_id"]]["reason"] == "bad_image" and row["path"] in records[row["image_id"]]["detail"]
     assert Counter(r["reason"] for r in records.values()) == {"bad_image": 2, "cut_off": len(rows) - 2}
 
 
@@ -127,7 +129,7 @@ def test_server_stopped_mid_run_fails_clearly_then_rerun_completes(build_dir, st
     killer = threading.Thread(target=stop_after_some_records)
     killer.start()
     try:
-        with pytest.raises(T2IError, match=r"gave up after 3 tries \(connection to .* failed\).*re-run") as err:
+        with pytest.raises(T2IError, match=r"gave up .* \(connection to .* failed\).*re-run") as err:
             run_captions(build_dir, **options(server))
     finally:
         stopped.set()
@@ -157,14 +159,14 @@ def scripted_expectations(build_dir) -> dict[str, set[str]]:
 def test_usable_captions_are_ok_records_with_qa_flags(build_dir, vlm_server, options, scripted_vlm,
                                                       scripted_answer):
     summary = run_captions(build_dir, **options(vlm_server, model=str(scripted_vlm), max_tokens=64))
-    records = BuildDir.open(build_dir).latest_records("captions")
+    records = BuildDir.open(build_dir).latest("captions")
     expected = scripted_expectations(build_dir)
     assert summary.done == len(records) == len(expected) and not summary.failed
     for image_id, rec in records.items():
         assert rec["status"] == "ok" and rec["text"] == scripted_answer
-        assert rec["attempts"] == 1 and rec["finish_reason"] == "stop" and rec["sampling"]["seed"] == 0
+        assert rec["attempts"] == 1 and rec["finish_reason"] == "stop" and rec["seed"] == 0
         assert set(rec["qa"]) == expected[image_id]
-    assert summary.qa.captions == len(records) and summary.qa.updated == 0
+    assert summary.qa.captions == len(records) and summary.qa.flagged == len(records)
     assert summary.qa.words_mean == 11 and f"mean {11:.1f} words" in summary.lines()[0]
     assert BuildDir.open(build_dir).captions().keys() == records.keys()
 
@@ -173,16 +175,17 @@ def test_transformers_backend_in_process_writes_the_same_records(build_dir, tiny
                                                                   scripted_answer):
     summary = run_captions(build_dir, backend="transformers", model=str(tiny_vlm), max_tokens=MAX_TOKENS,
                            limit=3, progress=False)
-    records = BuildDir.open(build_dir).latest_records("captions")
+    records = BuildDir.open(build_dir).latest("captions")
     assert summary.pending == len(records) == 3
     for rec in records.values():
-        assert rec["backend"] == "transformers" and rec["endpoint"] is None
+        assert rec["settings"]["backend"] == "transformers" and rec["endpoint"] is None
+        assert rec["settings"]["model"] == tiny_vlm.name and rec["settings"]["checkpoint"].startswith("sha256:")
         assert rec["status"] == "failed" and rec["reason"] == "cut_off" and rec["attempts"] == 2
         assert rec["usage"]["completion_tokens"] == MAX_TOKENS and rec["usage"]["prompt_tokens"] > 0
 
     run_captions(build_dir, backend="transformers", model=str(scripted_vlm), max_tokens=64, limit=2,
                  progress=False)
-    records = BuildDir.open(build_dir).latest_records("captions")
+    records = BuildDir.open(build_dir).latest("captions")
     expected = scripted_expectations(build_dir)
     ok = {k: r for k, r in records.items() if r["status"] == "ok"}
     assert len(records) == 5 and len(ok) == 2

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 
 from t2iverw.build import BuildDir
+from t2iverw.runner import open_log
 
 
 def write_captions(build: Path) -> None:
     """Caption every image from its metadata, as the caption stage would record them (one per image)."""
     bd = BuildDir(build)
     rows = bd.images(["image_id", "color", "type"]).to_pylist()
-    with bd.log_writer("captions") as log:
-        log.write_many({"image_id": r["image_id"], "caption_id": r["image_id"], "status": "ok",
-                        "text": f"A {r['color']} {r['type']} seen from a roadside camera."} for r in rows)
+    with open_log(bd, "captions", "main", source="model", settings={"model": "metadata words"}) as log:
+        log.append({"image_id": r["image_id"], "caption_id": r["image_id"], "status": "ok",
+                    "text": f"A {r['color']} {r['type']} seen from a roadside camera."} for r in rows)
 
 
 @pytest.fixture(scope="session")

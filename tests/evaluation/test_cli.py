@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from t2iverw.build import BuildDir
+from t2iverw.runner import open_log
 from t2iverw.cli import cli
 from t2iverw.evaluation import evaluate, evaluate_predictions
 from t2iverw.evaluation.inputs import ground_truth
@@ -148,8 +149,10 @@ def test_malformed_json(export_dir, base):
     path = base["tmp"] / "ranks.json"
     path.write_text('{"000001": ["000002",]}')
     assert_one_line_error(*run(export_dir, "--pred", path), "not valid JSON", "line 1")
-    path.write_text('["000001"]')
-    assert_one_line_error(*run(export_dir, "--pred", path), "must be a JSON object")
+    path.write_text('"000001"')
+    assert_one_line_error(*run(export_dir, "--pred", path), "must be a JSON object", "or a list of rankings")
+    path.write_text('[["000001"]]')
+    assert_one_line_error(*run(export_dir, "--pred", path), "list of rankings", "--query-ids")
     first = base["ids"]["queries"][0]
     path.write_text(json.dumps(base["ranks"] | {first: "000002"}))
     assert_one_line_error(*run(export_dir, "--pred", path), repr(first), "must be a list")
@@ -192,9 +195,10 @@ def test_query_without_positive(captioned_build, tmp_path):
     bd = BuildDir(build)
     test_vehicle = bd.split()["test_ids"][0]
     images = bd.images(["image_id", "vehicle_id"]).to_pylist()
-    with bd.log_writer("captions") as log:  # the caption stage failed on every image of one test vehicle
-        log.write_many({"image_id": r["image_id"], "status": "failed", "reason": "timeout"}
-                       for r in images if r["vehicle_id"] == test_vehicle)
+    with open_log(bd, "captions", "main", source="model", settings={"model": "metadata words"}) as log:
+        # the caption stage failed on every image of one test vehicle
+        log.append({"image_id": r["image_id"], "status": "failed", "reason": "timeout"}
+                   for r in images if r["vehicle_id"] == test_vehicle)
     first = min(r["image_id"] for r in images if r["vehicle_id"] == test_vehicle)
     assert_one_line_error(*run(build, "--print-order", "--direction", "i2t"), repr(first), "no positive")
 

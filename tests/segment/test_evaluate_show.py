@@ -9,6 +9,7 @@ from PIL import Image
 from t2iverw.build import BuildDir
 from t2iverw.cli import cli
 from t2iverw.constants import PARTS
+from t2iverw.runner import open_log
 from t2iverw.segment.evaluate import evaluate_parts
 from t2iverw.segment.masks import part_record
 from t2iverw.segment.model import PartMasks
@@ -17,11 +18,11 @@ from t2iverw.synth import read_truth
 
 def _write_from_truth(build: BuildDir, truth_root: Path, order: list[int]) -> None:
     """Records whose part i is the truth mask of part order[i]: identity = a perfect predictor."""
-    with build.log_writer("parts") as log:
+    with open_log(build, "parts", "main", source="truth", settings={"model": "truth", "order": order}) as log:
         for row in build.images(["image_id", "path"]).to_pylist():
             truth = read_truth(truth_root, str(Path(row["path"]).relative_to("images").with_suffix("")))[order]
             masks = PartMasks(masks=truth, scores=[1.0] * 6, instances=[int(m.any()) for m in truth])
-            log.write(part_record(row["image_id"], masks, grid=(24, 24), input_size=384, min_cover=0.5))
+            log.append([part_record(row["image_id"], masks, grid=(24, 24), input_size=384, min_cover=0.5)])
 
 
 def test_perfect_predictor_scores_iou_one(build_dir, synth_root):
@@ -59,9 +60,9 @@ def test_show_draws_masks_grid_and_caption(build_dir, synth_root, tmp_path):
 
     bare = CliRunner().invoke(cli, ["show", str(build_dir), image_id, "--out", str(tmp_path / "bare.png")])
     assert bare.exit_code == 0, bare.output
-    with build.log_writer("captions") as log:
-        log.write({"image_id": image_id, "caption_id": image_id, "status": "ok",
-                   "text": "A red sedan with a black roof, round headlights and five-spoke wheels. " * 3})
+    with open_log(build, "captions", "main", source="human", settings={}) as log:
+        log.append([{"image_id": image_id, "caption_id": image_id, "status": "ok",
+                     "text": "A red sedan with a black roof, round headlights and five-spoke wheels. " * 3}])
     captioned = CliRunner().invoke(cli, ["show", str(build_dir), image_id, "--out", str(tmp_path / "cap.png")])
     assert captioned.exit_code == 0, captioned.output
 

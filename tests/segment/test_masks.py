@@ -43,3 +43,39 @@ def test_grid_cell_is_on_when_the_part_covers_at_least_min_cover_of_it():
     assert rec["grid"] | {"cells": None} == {"shape": [2, 2], "input_size": 8, "min_cover": 0.5, "cells": None}
     stricter = _record(masks, grid=(2, 2), input_size=8, min_cover=0.75)
     assert not unpack_grid(stricter["grid"]["cells"][1], (2, 2)).any()
+
+
+def test_grid_of_a_real_non_square_crop_resized_to_the_model_input():
+    # A 200x100 crop (w x h) stretched to 384x384: one 16-px cell of the input is 8.33 x 4.17 px of the crop.
+    # Part 0 covers x < 25, y < 50: 3 cells wide (25 * 384/200 = 48 px) and 12 cells high (50 * 384/100 = 192 px).
+    masks = np.zeros((6, 100, 200), dtype=bool)
+    masks[0, :50, :25] = True
+    # Part 1 covers the right half of the crop's bottom quarter: columns 12-23, rows 18-23.
+    masks[1, 75:, 100:] = True
+    # Part 2 covers x < 6 (11.5 px of the input): cell 0 fully (on), cell 1 less than half (off).
+    masks[2, :, :6] = True
+    rec = _record(masks, grid=(24, 24), input_size=384, min_cover=0.5)
+    cells = [unpack_grid(h, (24, 24)) for h in rec["grid"]["cells"]]
+    expected = np.zeros((3, 24, 24), dtype=bool)
+    expected[0, :12, :3] = True
+    expected[1, 18:, 12:] = True
+    expected[2, :, :1] = True
+    for got, want in zip(cells, expected):
+        np.testing.assert_array_equal(got, want)
+    assert not any(c.any() for c in cells[3:])
+
+
+def test_grid_with_a_rectangular_grid_and_a_tall_crop():
+    # A 60x150 crop (w x h) stretched to a 96-px input. The mask covers the crop's top 25 px (16 px of
+    # the input) and left 30 px (48 px of the input).
+    masks = np.zeros((6, 150, 60), dtype=bool)
+    masks[0, :25, :30] = True
+    square = _record(masks, grid=(6, 6), input_size=96, min_cover=0.5)  # 16x16-px cells
+    expected = np.zeros((6, 6), dtype=bool)
+    expected[:1, :3] = True  # one row of 16 px, three columns of 16 px
+    np.testing.assert_array_equal(unpack_grid(square["grid"]["cells"][0], (6, 6)), expected)
+    tall = _record(masks, grid=(12, 6), input_size=96, min_cover=0.5)  # cells 8 px high, 16 px wide
+    assert tall["grid"]["shape"] == [12, 6]
+    expected = np.zeros((12, 6), dtype=bool)
+    expected[:2, :3] = True  # 16 px is two rows of 8
+    np.testing.assert_array_equal(unpack_grid(tall["grid"]["cells"][0], (12, 6)), expected)

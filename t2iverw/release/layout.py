@@ -1,0 +1,186 @@
+"""The release format, as the authors' loader (PFCVR/datasets/v2iveri.py, bases.py) reads it.
+
+A dataset root holds one annotation JSON (its name depends on the dataset), `image/...`
+crops, one part file per image, and optionally `Darkimage/`, `Lightimage/`, `Noisyimage/`.
+The annotation file is a list of records:
+
+    id         vehicle identity; the loader reads it with int()
+    split      "train", "test", or anything else (validation; the test set when no record is "test")
+    file_path  the crop, relative to the root (`image/...`)
+    captions   list of strings; each one is a query at test time
+    boxes      relative path of the part file (backslashes mean /); needed on train records
+    mask       24x24 grid of 0/1: cells the masked-image modelling masks first (train)
+    prompt     string (train); tokenised, used by no loss
+
+A part file is a list of `{"category": one of the six parts, "mask": 24x24 0/1, "score"?}`;
+a category may repeat (its grids are OR-merged) and absent parts are omitted. The
+augmented copies are found by replacing `image/` in `file_path` (every occurrence, as
+str.replace does) with `Darkimage/dark_`, `Lightimage/light_`, `Noisyimage/noisy_`.
+See shared/pfcvr-code.md section 1.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from t2iverw.constants import AUGMENTED, GRID, PARTS
+from t2iverw.errors import T2IError
+
+ANNOTATIONS = {  # dataset folder name -> its annotation file
+    "T2I_VeRi_new": "reid_with_mask_prompt_and_boxes_filepath_prefixid_idsplit_70_30.json",  # T2I-VeRW
+    "T2I_VeRi": "reid_with_mask_prompt_and_boxes_filepath_refixID.json",  # T2I-VeRI
+}
+IMAGE_DIR = "image/"
+AUGMENTED_DIRS = dict(zip(AUGMENTED, ("Darkimage/dark_", "Lightimage/light_", "Noisyimage/noisy_")))
+TRAIN, TEST, VAL = "train", "test", "val"
+
+
+class BadRecord(ValueError):
+    """A release record (or its part file) that the authors' code could not use; the reason says why."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One checked annotation record, in our terms."""
+
+    index: int  # position in the annotation list (the authors' loader order)
+    image_id: str  # the file stem
+    vehicle_id: str
+    split: str
+    file_path: str
+    captions: list[str]
+    boxes: str | None
+    mask: np.ndarray | None  # (24, 24) bool
+    prompt: str | None
+
+
+def find_annotations(root: Path) -> tuple[str, Path]:
+    """(dataset name, annotation file) of a release root."""
+    if not root.is_dir():
+        raise T2IError(f"release root {root} does not exist or is not a directory")
+    found = [(name, root / file) for name, file in ANNOTATIONS.items() if (root / file).is_file()]
+    if not found:
+        names = " or ".join(ANNOTATIONS.values())
+        raise T2IError(f"{root} holds no release annotation file (expected {names})")
+    if len(found) > 1:
+        raise T2IError(f"{root} holds both {found[0][1].name} and {found[1][1].name}; keep one dataset per root")
+    return found[0]
+
+
+def read_annotations(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise T2IError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise T2IError(f"{path} is not UTF-8 (byte {exc.start})") from None
+    if not isinstance(data, list):
+        raise T2IError(f"{path} must hold a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def check_record(rec: object, index: int) -> Record:
+    """The record's fields, checked as the authors' loader uses them."""
+    if not isinstance(rec, dict):
+        raise BadRecord(f"record {index} is a {type(rec).__name__}, not an object")
+    missing = [f for f in ("id", "split", "file_path", "captions") if f not in rec]
+    if missing:
+        raise BadRecord(f"record {index} has no {missing[0]!r}")
+    vehicle = rec["id"]
+    if isinstance(vehicle, bool) or not (isinstance(vehicle, int) or (isinstance(vehicle, str) and vehicle.isdigit())):
+        raise BadRecord(f"record {index}: id {vehicle!r} is not an integer (the loader reads it with int())")
+    split = rec["split"]
+    if not isinstance(split, str):
+        raise BadRecord(f"record {index}: split {split!r} is not a string")
+    file_path = relative_path(rec["file_path"], f"record {index}: file_path")
+    captions = rec["captions"]
+    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+        raise BadRecord(f"record {index}: captions must be a list of strings")
+    boxes = rec.get("boxes")
+    if boxes is not None:
+        boxes = relative_path(boxes, f"record {index}: boxes")
+    elif split == TRAIN:
+        raise BadRecord(f"record {index} is a train record without 'boxes' (its part file)")
+    mask = rec.get("mask")
+    mask = None if mask is None else grid(mask, f"record {index}: mask")
+    prompt = rec.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise BadRecord(f"record {index}: prompt must be a string")
+    return Record(index, posixpath.splitext(posixpath.basename(file_path))[0], str(vehicle), split, file_path, captions, boxes, mask, prompt)
+
+
+def relative_path(value: object, what: str) -> str:
+    """A path relative to the root, `/`-separated (backslashes mean `/`), never leaving the root."""
+    if not isinstance(value, str) or not value:
+        raise BadRecord(f"{what} must be a non-empty string")
+    path = value.replace("\\", "/")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if path.startswith("/") or ".." in parts or not parts:
+        raise BadRecord(f"{what} {value!r} is not a path inside the release root")
+    return "/".join(parts)
+
+
+def grid(value: object, what: str) -> np.ndarray:
+    """A 24x24 list of lists of 0/1 as a bool array."""
+    if not isinstance(value, list) or len(value) != GRID[0] or not all(
+            isinstance(row, list) and len(row) == GRID[1] for row in value):
+        raise BadRecord(f"{what} is not a {GRID[0]}x{GRID[1]} grid")
+    try:
+        cells = np.array(value)
+    except (ValueError, TypeError):
+        raise BadRecord(f"{what} is not a {GRID[0]}x{GRID[1]} grid") from None
+    if cells.dtype.kind not in "iub" or cells.min() < 0 or cells.max() > 1:
+        raise BadRecord(f"{what} is not binary (cells must be 0 or 1)")
+    return cells.astype(bool)
+
+
+def read_part_file(path: Path, what: str) -> np.ndarray:
+    """(6, 24, 24) bool grids in part order from one part file; a repeated category is OR-merged."""
+    try:
+        instances = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadRecord(f"{what}: part file {path.name} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise BadRecord(f"{what}: part file {path.name} is unreadable ({exc})") from None
+    if not isinstance(instances, list):
+        raise BadRecord(f"{what}: part file {path.name} is not a list of instances")
+    for n, inst in enumerate(instances):
+        if not isinstance(inst, dict) or "category" not in inst or "mask" not in inst:
+            raise BadRecord(f"{what}: instance {n} of {path.name} has no 'category' and 'mask'")
+        if inst["category"] not in PARTS:
+            raise BadRecord(f"{what}: instance {n} of {path.name} has category {inst['category']!r}, "
+                            f"not one of {', '.join(PARTS)}")
+    masks = _binary_grids([inst["mask"] for inst in instances])
+    if masks is None:  # find the first bad grid, to say which
+        for n, inst in enumerate(instances):
+            grid(inst["mask"], f"{what}: mask of instance {n} of {path.name}")
+    grids = np.zeros((len(PARTS), *GRID), bool)
+    for inst, mask in zip(instances, masks):
+        grids[PARTS.index(inst["category"])] |= mask
+    return grids
+
+
+def _binary_grids(values: list) -> np.ndarray | None:
+    """All of a part file's grids as one (n, 24, 24) bool array in one conversion, or None if any is bad."""
+    try:
+        cells = np.array(values)
+    except (ValueError, TypeError):
+        return None
+    ok = cells.shape == (len(values), *GRID) and cells.dtype.kind in "iub" and (
+        not cells.size or (cells.min() >= 0 and cells.max() <= 1))
+    return cells.astype(bool) if ok else None
+
+
+def augmented_path(file_path: str, kind: str) -> str:
+    """Where the release keeps the `kind` copy of an image (the loader's str.replace rule)."""
+    return file_path.replace(IMAGE_DIR, AUGMENTED_DIRS[kind])
+
+
+def part_file_json(grids: np.ndarray) -> list[dict]:
+    """A part file's content: one instance per part with any cell set, in part order."""
+    return [{"category": part, "mask": g.astype(int).tolist()} for part, g in zip(PARTS, grids) if g.any()]

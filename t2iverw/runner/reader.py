@@ -1,0 +1,131 @@
+"""The reader: which images are pending for *these* settings, for *this* shard.
+
+It reads the index and the stage's own records, nothing else. An image is pending when
+it has no record; when its record was made from another version of the image (its
+hash no longer matches the index); when a person rejected its caption; when it failed
+and failures are retried; and, under `redo`, when its record came from other settings.
+A person's accepted or edited record is final. Under the default mode, records of other
+settings anywhere in the build stop the run (settings.py); the check spans every shard,
+so shards of one build always agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from t2iverw.build import BuildDir
+from t2iverw.errors import T2IError
+from t2iverw.runner.records import Summary, latest_summaries, records
+from t2iverw.runner.settings import Mode, conflict_error, fingerprint
+
+SHARD_KEY = b"t2iverw-segment-shard"  # kept from the segment stage's first release: shards stay where they were
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to process: its id, resolved path and index row (metadata, hash)."""
+
+    image_id: str
+    path: Path
+    row: dict
+
+
+@dataclass
+class Pending:
+    items: list[Item]
+    floor: int  # the greatest record timestamp seen: the writer stamps above it
+    counts: Counter = field(default_factory=Counter)  # why images are pending, and why others are not
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/N' -> (i, N) with 0 <= i < N."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise T2IError(f"--shard must look like i/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise T2IError(f"--shard {text}: need 0 <= i < N")
+    return i, n
+
+
+def shard_of(image_id: str, n_shards: int) -> int:
+    """Stable shard of an image: a keyed hash of its id, so no ordering or coordination matters."""
+    digest = hashlib.blake2b(image_id.encode("utf-8"), digest_size=8, key=SHARD_KEY).digest()
+    return int.from_bytes(digest, "big") % n_shards
+
+
+def pending(
+    build: BuildDir,
+    stage: str,
+    settings: dict,
+    *,
+    shard: tuple[int, int] | None = None,
+    mode: Mode = Mode.CHECK,
+    retry_failed: bool = False,
+    limit: int | None = None,
+    columns: tuple[str, ...] = (),
+) -> Pending:
+    """The images of `shard` that a run with `settings` must process, in index order."""
+    fp = fingerprint(settings)
+    latest, floor = latest_summaries(build.root, stage)
+    rows = build.images(list(dict.fromkeys(("image_id", "path", "sha256", *columns)))).to_pylist()
+    if mode is Mode.CHECK:
+        _refuse_other_settings(build, stage, settings, fp, latest, rows)
+    counts: Counter = Counter()
+    todo = []
+    for row in rows:
+        if shard is not None and shard_of(row["image_id"], shard[1]) != shard[0]:
+            continue
+        why = _why_pending(latest.get(row["image_id"]), row["sha256"], fp, mode, retry_failed)
+        counts[why] += 1
+        if why.startswith("pending"):
+            todo.append(row)
+    todo = todo[:limit] if limit is not None else todo
+    source_root = build.source_root if todo else None  # resolved only when there is work to read images for
+    return Pending([Item(r["image_id"], source_root / r["path"], r) for r in todo], floor, counts)
+
+
+def _why_pending(rec: Summary | None, sha256: str, fp: str, mode: Mode, retry_failed: bool) -> str:
+    """'pending: <reason>' or 'done: <reason>' for one image."""
+    if rec is None:
+        return "pending: new"
+    if rec.image_sha256 != sha256:
+        return "pending: image changed"
+    if rec.status == "rejected":
+        return "pending: rejected by a reviewer"
+    if rec.source == "human":
+        return "done: reviewed"
+    other = rec.fp != fp
+    if rec.status == "failed":
+        return "pending: failed" if retry_failed or (other and mode is Mode.REDO) else "done: failed"
+    if other:
+        return "pending: other settings" if mode is Mode.REDO else "done: other settings kept"
+    return "done"
+
+
+def _refuse_other_settings(build: BuildDir, stage: str, settings: dict, fp: str, latest: dict[str, Summary],
+                           rows: list[dict]) -> None:
+    """Raise when ok records of other settings stand for images of the current index."""
+    current = {r["image_id"]: r["sha256"] for r in rows}
+    others = Counter(
+        s.fp for image_id, s in latest.items()
+        if s.status == "ok" and s.source != "human" and s.fp != fp and current.get(image_id) == s.image_sha256
+    )
+    if others:
+        raise conflict_error(stage, settings, others, _settings_of(build, stage, set(others)))
+
+
+def _settings_of(build: BuildDir, stage: str, fps: set[str]) -> dict[str, dict]:
+    """fingerprint -> the settings dict of a record carrying it (one pass, stops early)."""
+    found: dict[str, dict] = {}
+    for rec in records(build.root, stage):
+        if rec.get("fp") in fps and rec["fp"] not in found:
+            found[rec["fp"]] = rec.get("settings") or {}
+            if len(found) == len(fps):
+                break
+    return found

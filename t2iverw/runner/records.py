@@ -1,0 +1,101 @@
+"""Record logs: where a stage's records live, how they are named, and which record is the latest.
+
+A stage's records live in `BUILD/<stage>/<log>.jsonl`, one log per writer: `main` for an
+unsharded run, `shard-0000i-of-0000N` for `--shard i/N`, `import` for `import-release`,
+`review-<name>` for the review app. Only these names are read, so a file a user puts
+beside them (`old.jsonl`, a renamed log) is never mixed in.
+
+Which record of an image is the latest is decided by the records alone: every record
+carries `t` (a timestamp in ns that each writer keeps strictly increasing and above every
+record it has read), `run` (the writing run's id) and `seq` (its sequence in the run),
+and the greatest `(t, run, seq)` wins whatever log holds it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from t2iverw.storage import read_jsonl
+
+STAGES = ("captions", "parts", "release")
+LOG_NAME = re.compile(r"^(?:main|shard-\d{5}-of-\d{5}|import|review-[a-z0-9][a-z0-9_.-]{0,63})$")
+SUFFIX = ".jsonl"
+
+
+def stage_dir(root: Path, stage: str) -> Path:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    return root / stage
+
+
+def shard_log(shard: tuple[int, int] | None) -> str:
+    """The log name of a run over shard (i, N); None (or 1 shard) is the whole build."""
+    if shard is None or shard[1] == 1:
+        return "main"
+    return f"shard-{shard[0]:05d}-of-{shard[1]:05d}"
+
+
+def check_log_name(log: str) -> str:
+    if not LOG_NAME.match(log):
+        raise ValueError(f"{log!r} is not a record log name (main, shard-0000i-of-0000N, import, review-<name>)")
+    return log
+
+
+def log_paths(root: Path, stage: str) -> list[Path]:
+    """The stage's logs, by the exact naming rule (never a stray file beside them)."""
+    folder = stage_dir(root, stage)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"*{SUFFIX}") if LOG_NAME.match(p.name[: -len(SUFFIX)]))
+
+
+def order_key(record: dict) -> tuple[int, str, int]:
+    return record["t"], record["run"], record["seq"]
+
+
+def records(root: Path, stage: str) -> Iterator[dict]:
+    """Every record of every log of the stage (in no particular order)."""
+    for path in log_paths(root, stage):
+        yield from read_jsonl(path)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What deciding pending work needs of an image's latest record, without its payload."""
+
+    key: tuple[int, str, int]
+    status: str
+    fp: str | None
+    source: str | None
+    image_sha256: str | None
+
+
+def latest(root: Path, stage: str) -> dict[str, dict]:
+    """image_id -> the latest record of the stage, of any status."""
+    out: dict[str, dict] = {}
+    for rec in records(root, stage):
+        old = out.get(rec["image_id"])
+        if old is None or order_key(rec) > order_key(old):
+            out[rec["image_id"]] = rec
+    return out
+
+
+def latest_summaries(root: Path, stage: str) -> tuple[dict[str, Summary], int]:
+    """image_id -> Summary of its latest record, and the greatest `t` seen (0 when there is none).
+
+    Holds only the summaries, so deciding what is pending over 400k records with their
+    masks costs a pass over the logs, not their memory.
+    """
+    out: dict[str, Summary] = {}
+    top = 0
+    for rec in records(root, stage):
+        key = order_key(rec)
+        top = max(top, key[0])
+        old = out.get(rec["image_id"])
+        if old is None or key > old.key:
+            out[rec["image_id"]] = Summary(key, rec["status"], rec.get("fp"), rec.get("source"),
+                                           rec.get("image_sha256"))
+    return out, top

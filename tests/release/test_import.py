@@ -1,0 +1,202 @@
+"""`t2iverw import-release`: a release written by the test-side writer becomes a normal build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from t2iverw.build import BuildDir
+from t2iverw.cli import cli
+from t2iverw.constants import PARTS
+from t2iverw.grid import unpack_grid
+from t2iverw.release.importer import GALLERY_ORDER, QUERY_ORDER, import_release
+
+ANNOTATIONS = "reid_with_mask_prompt_and_boxes_filepath_prefixid_idsplit_70_30.json"
+
+
+@pytest.fixture
+def release(tmp_path, release_writer):
+    root = tmp_path / "T2I_VeRi_new"
+    return root, release_writer(root, ids=7, per_id=(2, 3), captions_per_image=2)
+
+
+def _records(build: Path, stage: str) -> list[dict]:
+    path = build / stage / "import.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_import_gives_a_normal_build(release, tmp_path):
+    root, written = release
+    summary = import_release(root, tmp_path / "build")
+    bd = BuildDir.open(tmp_path / "build")
+    records = written["records"]
+    rows = {r["image_id"]: r for r in bd.images().to_pylist()}
+    assert summary.images == len(records) == len(rows) and not summary.rejected
+    for rec in records:
+        row = rows[Path(rec["file_path"]).stem]
+        data = (root / rec["file_path"]).read_bytes()
+        assert row["vehicle_id"] == str(rec["id"]) and row["path"] == rec["file_path"]
+        assert (row["width"], row["height"]) == Image.open(root / rec["file_path"]).size
+        assert row["sha256"] == hashlib.sha256(data).hexdigest()
+    assert bd.image_path(rows[Path(records[0]["file_path"]).stem]["path"]).is_file()  # resolves in the release root
+
+    split = bd.split()  # "val" is the test side: T2I-VeRW has no "test" records
+    assert split["test_ids"] == sorted({str(r["id"]) for r in records if r["split"] == "val"})
+    assert split["train_ids"] == sorted({str(r["id"]) for r in records if r["split"] == "train"})
+    assert split["seed"] is None and split["test_ratio"] is None
+
+    captions, parts, extra = bd.captions(), bd.parts(), bd.latest("release")
+    for rec in records:
+        image_id = Path(rec["file_path"]).stem
+        assert captions[image_id]["texts"] == rec["captions"] and captions[image_id]["text"] == rec["captions"][0]
+        assert captions[image_id]["source"] == "release" and "masks" not in parts[image_id]
+        grids = [unpack_grid(h, (24, 24)) for h in parts[image_id]["grid"]["cells"]]
+        want = written["parts"][rec["file_path"]]  # categories OR-merged, absent parts empty
+        for part, grid in zip(PARTS, grids):
+            assert np.array_equal(grid, np.array(want.get(part, np.zeros((24, 24), int)), bool)), (image_id, part)
+        got = extra[image_id]
+        assert (got["split"], got["file_path"], got["prompt"]) == (rec["split"], rec["file_path"], rec.get("prompt"))
+        assert got["boxes"] == rec["boxes"].replace("\\", "/")
+        assert (got["mask"] is None) == ("mask" not in rec)
+        if "mask" in rec:
+            assert np.array_equal(unpack_grid(got["mask"], (24, 24)), np.array(rec["mask"], bool))
+        assert got["augmented"]["dark"] == rec["file_path"].replace("image/", "Darkimage/dark_")
+
+    test = [r for r in records if r["split"] == "val"]  # the authors' loader order
+    queries = (tmp_path / "build" / QUERY_ORDER).read_text().split()
+    assert queries == [Path(r["file_path"]).stem + ("" if k == 0 else f"#{k}") for r in test for k in range(2)]
+    assert (tmp_path / "build" / GALLERY_ORDER).read_text().split() == [Path(r["file_path"]).stem for r in test]
+
+
+def test_export_load_and_eval_an_imported_build(release, tmp_path):
+    import datasets
+
+    root, written = release
+    import_release(root, tmp_path / "build")
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "build"), "--out", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    first = Path(written["records"][0]["file_path"]).stem  # `show` draws the grids (a release has no masks)
+    shown = CliRunner().invoke(cli, ["show", str(tmp_path / "build"), first, "--out", str(tmp_path / "s.png")])
+    assert shown.exit_code == 0 and Image.open(tmp_path / "s.png").size[0] > 100, shown.output
+    ds = datasets.load_dataset(str(tmp_path / "ds"))
+    by_id = {r["file_path"]: r for r in written["records"]}
+    for row in ds["train"]:
+        rec = by_id[row["path"]]
+        assert row["captions"] == rec["captions"] and row["caption_source"] == "release"
+        assert row["part_masks"] is None and row["part_scores"] is None and row["part_grid"] is not None
+        assert row["prompt"] == rec["prompt"] and np.array_equal(np.array(row["mim_seed"]), np.array(rec["mask"], bool))
+
+    # a score matrix in the authors' order (test captions, then test images, as their loader lists them)
+    queries = (tmp_path / "build" / QUERY_ORDER).read_text().split()
+    gallery = (tmp_path / "build" / GALLERY_ORDER).read_text().split()
+    vehicle = {Path(r["file_path"]).stem: r["id"] for r in written["records"]}
+    perfect = np.array([[float(vehicle[q.split("#")[0]] == vehicle[g]) for g in gallery] for q in queries])
+    np.save(tmp_path / "scores.npy", perfect)
+    for dataset in (tmp_path / "build", tmp_path / "ds"):
+        result = CliRunner().invoke(cli, ["eval", str(dataset), "--scores", str(tmp_path / "scores.npy"), "--json",
+                                          "--query-ids", str(tmp_path / "build" / QUERY_ORDER),
+                                          "--gallery-ids", str(tmp_path / "build" / GALLERY_ORDER)])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads(result.output)
+        assert metrics["queries"] == len(queries) == 2 * len(gallery) and metrics["mAP"] == 100.0
+
+
+def _bad(path: Path, mutate) -> None:
+    data = json.loads(path.read_text())
+    mutate(data)
+    path.write_text(json.dumps(data))
+
+
+def test_bad_inputs_are_rejected_with_reasons(release, tmp_path):
+    root, written = release
+    records = written["records"]
+    part = lambda n: root / records[n]["boxes"].replace("\\", "/")  # noqa: E731
+    part(0).unlink()  # a missing part file
+    _bad(part(1), lambda d: d[0].__setitem__("category", "hood"))  # a category outside the six
+    _bad(part(2), lambda d: d[0].__setitem__("mask", d[0]["mask"][:23]))  # not 24x24
+    _bad(part(3), lambda d: d[0]["mask"][5].__setitem__(7, 2))  # not binary
+    duplicate = dict(records[4], captions=["a second record of the same crop"])
+    records_on_disk = records + [duplicate]  # a duplicate file_path
+    (root / ANNOTATIONS).write_text(json.dumps(records_on_disk))
+
+    result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(tmp_path / "build")])
+    assert result.exit_code == 0, result.output
+    rejected = [json.loads(x) for x in (tmp_path / "build" / "rejected.jsonl").read_text().splitlines()]
+    reasons = {r["record"]: r["reason"] for r in rejected}
+    assert "part file" in reasons[0] and "missing" in reasons[0]
+    assert "'hood'" in reasons[1] and "not one of windows" in reasons[1]
+    assert "not a 24x24 grid" in reasons[2]
+    assert "not binary" in reasons[3]
+    assert "duplicate file_path" in reasons[len(records)] and 4 not in reasons
+    assert len(rejected) == 5
+    kept = set(BuildDir.open(tmp_path / "build").images(["image_id"]).column("image_id").to_pylist())
+    assert kept == {Path(r["file_path"]).stem for r in records[4:]}  # nothing else dropped
+    assert "rejected 5 records" in result.output
+
+
+def test_missing_annotations_and_a_train_record_without_boxes(release, tmp_path):
+    root, written = release
+    train = next(n for n, r in enumerate(written["records"]) if r["split"] == "train")
+    _bad(root / ANNOTATIONS, lambda d: d[train].pop("boxes"))
+    import_release(root, tmp_path / "build")
+    reasons = [json.loads(x)["reason"] for x in (tmp_path / "build" / "rejected.jsonl").read_text().splitlines()]
+    assert reasons == [f"record {train} is a train record without 'boxes' (its part file)"]
+    result = CliRunner().invoke(cli, ["import-release", str(tmp_path), "--out", str(tmp_path / "b2")])
+    assert result.exit_code == 2 and "holds no release annotation file" in result.output
+
+
+def test_veri_wild_join(release, tmp_path):
+    root, written = release
+    vw = tmp_path / "VERI-Wild" / "train_test_split"
+    vw.mkdir(parents=True)
+    lines = ["id;Camera ID;Time;Model;Type;Color"]
+    for rec in written["records"][:-1]:  # the release names files <id>_<image id>; the last one is not in VERI-Wild
+        vid, image = Path(rec["file_path"]).stem.split("_")
+        lines.append(f"{int(vid):05d}/{image};{len(lines)};2018-03-01 06:00:00;Galt-Nova;SUV;red")
+    (vw / "vehicle_info.txt").write_text("\n".join(lines) + "\n")
+    summary = import_release(root, tmp_path / "build", veri_wild=tmp_path / "VERI-Wild")
+    rows = {r["path"]: r for r in BuildDir.open(tmp_path / "build").images().to_pylist()}
+    first, last = written["records"][0]["file_path"], written["records"][-1]["file_path"]
+    assert (rows[first]["camera_id"], rows[first]["model"], rows[first]["color"]) == ("1", "Galt-Nova", "red")
+    assert rows[last]["camera_id"] is None
+    assert summary.joined["joined"] == len(written["records"]) - 1 and summary.joined["unmatched"] == 1
+
+
+def test_rerun_appends_nothing_and_a_killed_import_resumes(tmp_path, release_writer):
+    root = tmp_path / "T2I_VeRi_new"
+    release_writer(root, ids=120, per_id=(5, 5), copies=False)  # 600 crops: decoding is logged every 256
+    import_release(root, tmp_path / "clean")
+    before = {s: len(_records(tmp_path / "clean", s)) for s in ("captions", "parts", "release")}
+    import_release(root, tmp_path / "clean")  # a rerun on a complete build
+    assert {s: len(_records(tmp_path / "clean", s)) for s in before} == before == dict.fromkeys(before, 600)
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "t2iverw.cli", "import-release", str(root), "--out", str(killed), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = killed / ".index-progress.jsonl"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if progress.exists() and progress.read_bytes().count(b"\n") > 0:
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    logged = progress.read_bytes().count(b"\n")
+    assert 0 < logged < 600 and not (killed / "images.parquet").exists(), "the kill must land mid-work"
+    import_release(root, killed)
+    assert BuildDir.open(killed).images().equals(BuildDir.open(tmp_path / "clean").images())
+    for stage in before:
+        strip = lambda recs: sorted(json.dumps({k: v for k, v in r.items()  # noqa: E731
+                                                if k not in ("run", "seq", "t", "time")}, sort_keys=True) for r in recs)
+        assert strip(_records(killed, stage)) == strip(_records(tmp_path / "clean", stage))

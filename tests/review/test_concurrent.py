@@ -1,0 +1,63 @@
+"""A review writes into a build while `t2iverw caption` runs on another shard: every record of both is kept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from t2iverw.build import BuildDir
+from t2iverw.caption.run import run_captions
+from t2iverw.runner import shard_of
+from t2iverw.storage import read_jsonl
+
+
+
+
+def test_review_beside_a_caption_run_on_another_shard(build_dir, start_app, raw_http):
+    run_captions(build_dir, backend="template", shard=(1, 2), progress=False)
+    ids = BuildDir.open(build_dir).images(["image_id"]).column("image_id").to_pylist()
+    shard0 = [i for i in ids if shard_of(i, 2) == 0]
+    shard1 = [i for i in ids if shard_of(i, 2) == 1]
+    app = start_app(build_dir, "--reviewer", "fay", "--only", "all")
+    assert json.loads(raw_http(app.base, "GET", "/api/queue?scope=all")[1])["ids"] == shard1
+
+    decided: list[tuple[str, str]] = []
+
+    def decide() -> None:
+        image_id = shard1[len(decided) % len(shard1)]
+        text = f"Caption {len(decided)} of a reviewed vehicle with its wheels, lights, roof and windows."
+        status, body, _ = raw_http(app.base, "POST", "/api/decisions", {"image_id": image_id, "action": "save",
+                                                                       "text": text}, headers={"X-T2IVERW": "1"})
+        assert status == 200, body
+        decided.append((image_id, text))
+
+    for _ in range(5):
+        decide()
+    caption = subprocess.Popen([sys.executable, "-m", "t2iverw.cli", "caption", str(build_dir), "--backend",
+                                "template", "--shard", "0/2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    while caption.poll() is None:
+        decide()
+    out = caption.stdout.read()
+    assert caption.returncode == 0, out
+    for _ in range(5):
+        decide()
+
+    logs = build_dir / "captions"
+    model0 = list(read_jsonl(logs / "shard-00000-of-00002.jsonl"))
+    model1 = list(read_jsonl(logs / "shard-00001-of-00002.jsonl"))
+    human = list(read_jsonl(logs / "review-fay.jsonl"))
+    # the caption run did its whole shard exactly once, the earlier shard is untouched
+    assert sorted(r["image_id"] for r in model0) == sorted(shard0) and all(r["status"] == "ok" for r in model0)
+    assert sorted(r["image_id"] for r in model1) == sorted(shard1)
+    # every decision is a record, in order, and the caption run really ran in the middle of the review
+    assert [(r["image_id"], r["text"]) for r in human] == decided
+    assert all(r["source"] == "human" and r["reviewer"] == "fay" and r["action"] == "edit" for r in human)
+    caption_t = [r["t"] for r in model0]
+    assert min(r["t"] for r in human) < min(caption_t) and max(r["t"] for r in human) > max(caption_t)
+    # and the build's view: shard 0 captioned by the model, each reviewed image's latest record is its last decision
+    latest = BuildDir.open(build_dir).latest("captions")
+    assert all(latest[i].get("source") == "model" and latest[i]["status"] == "ok" for i in shard0)
+    last = dict(decided)
+    assert all(latest[i]["text"] == last[i] and latest[i]["source"] == "human" for i in last)
