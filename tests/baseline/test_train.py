@@ -207,6 +207,9 @@ def test_selection_on_test_is_stamped_on_every_output(killed_and_resumed, export
     with np.load(tmp_path / "s.npz", allow_pickle=False) as archive:
         assert json.loads(str(archive["meta"]))["selected_on_test"] is True
     assert evaluate_predictions(export_dir, ranks=ranks).metrics["queries"] == len(ranks)
+    for pred in (["--pred", str(tmp_path / "r.json")], ["--scores", str(tmp_path / "s.npz")]):
+        shown = CliRunner().invoke(cli, ["eval", str(export_dir), *pred])
+        assert shown.exit_code == 0 and "selected on the test split" in shown.stderr, shown.output
 
 
 @pytest.mark.parametrize(
