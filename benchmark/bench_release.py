@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from t2iverw.build import BuildDir
 from t2iverw.export import export_dataset

@@ -76,6 +76,20 @@ class BuildDir:
     def image_path(self, rel_path: str) -> Path:
         return self.source_root / rel_path
 
+    def read_image(self, row: dict) -> bytes:
+        """The image file of an index row (image_id, path, sha256), checked against the hash taken at index time."""
+        import hashlib
+
+        path = self.image_path(row["path"])
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise T2IError(f"cannot read image {row['image_id']} at {path}: {exc.strerror or exc}") from None
+        if hashlib.sha256(data).hexdigest() != row["sha256"]:
+            raise T2IError(f"image {row['image_id']} at {path} changed since it was indexed; re-run `t2iverw index` "
+                           "(or `import-release`)")
+        return data
+
     # --- split -----------------------------------------------------------------
     @property
     def split_path(self) -> Path:

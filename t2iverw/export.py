@@ -9,14 +9,10 @@ and swapped into place, so a killed export never leaves a half-written dataset.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import shutil
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features
-from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
@@ -33,7 +28,9 @@ from t2iverw.card import write_card
 from t2iverw.constants import AUGMENTED, GRID, PARTS
 from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
+from t2iverw.release.augment import summary as augment_summary
 from t2iverw.schema import features
+from t2iverw.storage import staged_dir
 
 SHARD_BYTES = 500 * 1024**2  # what `datasets` aims for when it shards Parquet
 BATCH_ROWS = 256
@@ -86,43 +83,19 @@ def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_ima
         if row["vehicle_id"] in side:
             by_split[side[row["vehicle_id"]]].append(row)
 
-    with _output_lock(out):
-        tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-        try:
-            shards, sizes = {}, {}
-            bar = tqdm(total=len(images), desc="export", unit="img")
-            for name, rows in by_split.items():
-                shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar,
-                                                         release, made)
-            bar.close()
-            summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
-                                    sum(r["image_id"] in captions for r in images),
-                                    sum(r["image_id"] in parts for r in images), include_images, grid,
-                                    _augmented_summary(made))
-            write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
-            _swap_into_place(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with staged_dir(out, "`t2iverw export`") as tmp:
+        shards, sizes = {}, {}
+        bar = tqdm(total=len(images), desc="export", unit="img")
+        for name, rows in by_split.items():
+            shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar,
+                                                     release, made)
+        bar.close()
+        summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
+                                sum(r["image_id"] in captions for r in images),
+                                sum(r["image_id"] in parts for r in images), include_images, grid,
+                                augment_summary(made))
+        write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
     return summary
-
-
-@contextmanager
-def _output_lock(out: Path) -> Iterator[None]:
-    """One export into `out` at a time; the holder clears what killed exports left beside it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out.parent / f".{out.name}.lock"), timeout=0, preserve_lock_file=True)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise T2IError(f"another `t2iverw export` is writing {out}; wait for it to finish") from None
-    try:
-        for stale in out.parent.glob(f".{out.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        for stale in out.parent.glob(f".{out.name}.old-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        yield
-    finally:
-        lock.release()
 
 
 def check_consistency(bd: BuildDir, split: dict, records: dict[str, dict[str, dict]]) -> None:
@@ -271,49 +244,17 @@ def _mim_seed_array(rel: list[dict | None], grid: tuple[int, int]) -> pa.Array:
 
 def _augmented_structs(bd: BuildDir, rows: list[dict], rel: list[dict | None], made: Counter) -> dict[str, list[dict]]:
     """kind -> image structs of the dark/light/noisy copies: the release's files, else made (counted in `made`)."""
-    from PIL import Image
-
-    from t2iverw.release.augment import copies
+    from t2iverw.release.augment import copies_for
 
     out: dict[str, list[dict]] = {kind: [] for kind in AUGMENTED}
     for row, r in zip(rows, rel):
-        paths = r.get("augmented") if r else None
-        if paths:
-            data = {kind: bd.image_path(paths[kind]).read_bytes() for kind in AUGMENTED}
-            made["release"] += 1
-        else:
-            with Image.open(bd.image_path(row["path"])) as image:
-                data = copies(image, row["image_id"])
-            made["made"] += 1
+        data = copies_for(bd, row, r, made)
         for kind in AUGMENTED:
             out[kind].append({"bytes": data[kind], "path": f"{row['image_id']}_{kind}.jpg"})
     return out
 
 
-def _augmented_summary(made: Counter | None) -> dict | None:
-    if made is None:
-        return None
-    from t2iverw.release.augment import settings
-
-    return {"from_release": made["release"], "made": made["made"], **(settings() if made["made"] else {})}
-
-
 def _image_structs(bd: BuildDir, rows: list[dict]) -> Iterator[dict]:
     """Original JPEG bytes (no re-encoding), checked against the hash recorded at index time."""
     for r in rows:
-        path = bd.image_path(r["path"])
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise T2IError(f"cannot read image {r['image_id']} at {path}: {exc.strerror or exc}") from None
-        if hashlib.sha256(data).hexdigest() != r["sha256"]:
-            raise T2IError(f"image {r['image_id']} at {path} changed since `t2iverw index`; re-run index")
-        yield {"bytes": data, "path": f"{r['image_id']}.jpg"}
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+        yield {"bytes": bd.read_image(r), "path": f"{r['image_id']}.jpg"}

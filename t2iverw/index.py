@@ -31,11 +31,19 @@ from tqdm import tqdm
 
 from t2iverw.build import BUILD_INFO, IMAGES, REJECTED
 from t2iverw.errors import T2IError
-from t2iverw.storage import JsonlWriter, atomic_path, read_jsonl, write_json, write_text
+from t2iverw.storage import (
+    JsonlWriter,
+    atomic_path,
+    exclusive,
+    read_jsonl,
+    write_json,
+    write_text,
+)
 from t2iverw.veri776 import is_veri776, read_veri776
 
 INFO_FILE = Path("train_test_split") / "vehicle_info.txt"
 PROGRESS = ".index-progress.jsonl"
+INDEX_LOCK = ".index.lock"  # one `index` or `import-release` writing a build at a time
 SOURCES = ("veri-wild", "veri776")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 META_FIELDS = ("camera_id", "time", "model", "type", "color")
@@ -80,6 +88,13 @@ def build_index(
     """
     source_root = Path(source_root).resolve()
     out = Path(out)
+    with exclusive(out / INDEX_LOCK, f"another `t2iverw index` or `import-release` is writing {out}"):
+        return _build_index(source_root, out, limit_ids=limit_ids, max_per_id=max_per_id, seed=seed,
+                            list_file=list_file, workers=workers, source=source, encoding=encoding)
+
+
+def _build_index(source_root: Path, out: Path, *, limit_ids, max_per_id, seed, list_file, workers, source,
+                 encoding) -> IndexSummary:
     source = detect_source(source_root) if source == "auto" else source
     notes, corrections = [], []
     if source == "veri776":

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import FileLock, Timeout
 
 from t2iverw.errors import T2IError
 
@@ -132,3 +135,43 @@ class JsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def staged_dir(out: str | Path, what: str) -> Iterator[Path]:
+    """A directory built beside `out` and swapped into place only when the block succeeds.
+
+    A kill leaves `out` as it was (the old version or nothing). One writer of `out` at a
+    time (a lock beside it); that writer first clears what killed runs left behind.
+    """
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    with exclusive(out.parent / f".{out.name}.lock", f"another {what} is writing {out}"):
+        for stale in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            yield tmp
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            if out.exists():
+                os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def exclusive(lock_path: str | Path, busy: str) -> Iterator[None]:
+    """Hold `lock_path` (a kernel lock: a killed holder releases it) for the block; T2IError(`busy`) if held."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), timeout=0, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise T2IError(f"{busy}; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -144,31 +144,19 @@ class CaptionSummary:
 def run_captions(
     build: str | Path | BuildDir,
     *,
-    backend: str = "openai",
-    endpoints: list[str] | None = None,
-    model: str | None = None,
-    prompt: str | Path | None = None,
-    hints: str = DEFAULT_HINTS,
-    concurrency: int = 32,
-    max_tokens: int = 256,
-    temperature: float = 0.7,
-    seed: int = 0,
     limit: int | None = None,
     retry_failed: bool = False,
     mode: Mode | str = Mode.CHECK,
     shard: tuple[int, int] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    timeout: float = 300.0,
-    retries: int = 6,
-    backoff: float = 1.0,
-    wait: float = 0.0,
     progress: bool = True,
+    **options,
 ) -> CaptionSummary:
-    """Caption the pending images of `build` (of `shard`) and summarise caption QA; T2IError when no server answers."""
+    """Caption the pending images of `build` (of `shard`) and summarise caption QA; T2IError when no server answers.
+
+    `options` are `caption_worker`'s (backend, endpoints, model, prompt, hints, sampling, ...).
+    """
     build = build if isinstance(build, BuildDir) else BuildDir.open(build)
-    worker = caption_worker(backend=backend, endpoints=endpoints, model=model, prompt=prompt, hints=hints,
-                            concurrency=concurrency, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                            max_pixels=max_pixels, timeout=timeout, retries=retries, backoff=backoff, wait=wait)
+    worker = caption_worker(**options)
     report = run_stage(build, worker, shard=shard, mode=Mode(mode), retry_failed=retry_failed, limit=limit,
                        progress=progress)
     return CaptionSummary(report, worker.completion_tokens, worker.words, run_qa(build))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import Counter
 
 import numpy as np
 from PIL import Image
@@ -40,3 +41,22 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255.0).round().astype(np.uint8)).save(out, "JPEG", quality=JPEG_QUALITY)
     return out.getvalue()
+
+
+def copies_for(bd, row: dict, release_record: dict | None, made: Counter) -> dict[str, bytes]:
+    """kind -> JPEG bytes of an image's three copies: the release's own files when the build has them,
+    else made here with the values above; `made` counts which (`from_release`, `made`)."""
+    paths = release_record.get("augmented") if release_record else None
+    if paths:
+        made["from_release"] += 1
+        return {kind: bd.image_path(paths[kind]).read_bytes() for kind in AUGMENTED}
+    made["made"] += 1
+    with Image.open(bd.image_path(row["path"])) as image:
+        return copies(image, row["image_id"])
+
+
+def summary(made: Counter | None) -> dict | None:
+    """What the manifest and the card say about the copies of an export (None without copies)."""
+    if made is None:
+        return None
+    return {"from_release": made["from_release"], "made": made["made"], **(settings() if made["made"] else {})}

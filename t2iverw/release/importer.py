@@ -34,13 +34,22 @@ from t2iverw.build import REJECTED, BuildDir
 from t2iverw.constants import GRID
 from t2iverw.errors import T2IError
 from t2iverw.grid import pack_grid
-from t2iverw.index import PROGRESS, check_images, write_outputs
-from t2iverw.release.layout import (TEST, TRAIN, BadRecord, Record, augmented_path, check_record, find_annotations,
-                                    read_annotations, read_part_file)
+from t2iverw.index import INDEX_LOCK, PROGRESS, check_images, write_outputs
+from t2iverw.release.layout import (
+    TEST,
+    TRAIN,
+    BadRecord,
+    Record,
+    augmented_path,
+    check_record,
+    find_annotations,
+    read_annotations,
+    read_part_file,
+)
 from t2iverw.runner import open_log
 from t2iverw.runner.records import SUFFIX, stage_dir
 from t2iverw.split import make_split
-from t2iverw.storage import read_jsonl, write_text
+from t2iverw.storage import exclusive, read_jsonl, write_text
 
 QUERY_ORDER = "release_query_ids.txt"
 GALLERY_ORDER = "release_gallery_ids.txt"
@@ -80,6 +89,11 @@ def import_release(root: str | Path, out: str | Path, *, veri_wild: str | Path |
                    encoding: str = "utf-8", workers: int = 8) -> ImportSummary:
     """Read the release at `root` into the build directory `out` (see the module docstring)."""
     root, out = check_root(root), Path(out)
+    with exclusive(out / INDEX_LOCK, f"another `t2iverw import-release` or `index` is writing {out}"):
+        return _import_release(root, out, veri_wild=veri_wild, encoding=encoding, workers=workers)
+
+
+def _import_release(root: Path, out: Path, *, veri_wild, encoding: str, workers: int) -> ImportSummary:
     dataset, annotations = find_annotations(root)
     with ThreadPoolExecutor(max_workers=1) as background:
         decoding = []  # the crops decode (threads, outside the GIL) while the part files are parsed here

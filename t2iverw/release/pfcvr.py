@@ -20,15 +20,12 @@ A train image without captions or without any part grid would break their traini
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
@@ -37,7 +34,7 @@ from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
 from t2iverw.release import augment
 from t2iverw.release.layout import ANNOTATIONS, augmented_path, part_file_json
-from t2iverw.storage import write_json, write_text
+from t2iverw.storage import staged_dir, write_json, write_text
 
 MANIFEST = "t2iverw-export.json"
 TEST_SPLIT = "val"
@@ -83,13 +80,10 @@ def export_pfcvr(build: str | Path | BuildDir, out: str | Path, *, dataset: str 
     rows.sort(key=lambda r: _order(r, side, release))
     json_ids = _json_ids(sorted({r["vehicle_id"] for r in rows}))
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     summary = PfcvrSummary(out, dataset, {"train": 0, "test": 0})
-    made = {"from_release": 0, "made": 0} if augmented_copies else None
+    made = Counter() if augmented_copies else None
     records = []
-    try:
+    with staged_dir(out, "`t2iverw export --format pfcvr`") as tmp:
         for row in tqdm(rows, desc="export pfcvr", unit="img"):
             image_id, train = row["image_id"], side[row["vehicle_id"]] == "train"
             rel = release.get(image_id)
@@ -104,13 +98,10 @@ def export_pfcvr(build: str | Path | BuildDir, out: str | Path, *, dataset: str 
             records.append(record)
             summary.records["train" if train else "test"] += 1
         write_text(tmp / ANNOTATIONS[dataset], json.dumps(records))  # compact: grids would take a line per cell
-        summary.augmented = None if made is None else {**made, **(augment.settings() if made["made"] else {})}
+        summary.augmented = augment.summary(made)
         write_json(tmp / MANIFEST, {"format": "pfcvr", "build": str(bd.root.resolve()), "dataset": dataset,
                                     "records": summary.records, "skipped": summary.skipped,
                                     "augmented": summary.augmented, "test_split_value": TEST_SPLIT})
-        _swap_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return summary
 
 
@@ -152,9 +143,9 @@ def _record(row: dict, rel: dict | None, json_id, train: bool, texts: list[str],
 
 
 def _write_files(bd: BuildDir, root: Path, row: dict, rel: dict | None, record: dict, grids: np.ndarray,
-                 made: dict | None) -> None:
+                 made: Counter | None) -> None:
     """The crop (bytes checked against the index), its part file and, when asked, its augmented copies."""
-    data = _read_checked(bd, row)
+    data = bd.read_image(row)
     _write_bytes(root / record["file_path"], data)
     if "boxes" in record:
         target = root / record["boxes"].replace("\\", "/")
@@ -162,27 +153,9 @@ def _write_files(bd: BuildDir, root: Path, row: dict, rel: dict | None, record: 
         target.write_text(json.dumps(part_file_json(grids)))
     if made is None:
         return
-    paths = rel.get("augmented") if rel else None
-    if paths:
-        copies = {kind: bd.image_path(paths[kind]).read_bytes() for kind in AUGMENTED}
-        made["from_release"] += 1
-    else:
-        with Image.open(bd.image_path(row["path"])) as image:
-            copies = augment.copies(image, row["image_id"])
-        made["made"] += 1
+    copies = augment.copies_for(bd, row, rel, made)
     for kind in AUGMENTED:
         _write_bytes(root / augmented_path(record["file_path"], kind), copies[kind])
-
-
-def _read_checked(bd: BuildDir, row: dict) -> bytes:
-    path = bd.image_path(row["path"])
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise T2IError(f"cannot read image {row['image_id']} at {path}: {exc.strerror or exc}") from None
-    if hashlib.sha256(data).hexdigest() != row["sha256"]:
-        raise T2IError(f"image {row['image_id']} at {path} changed since it was indexed; re-run index or import-release")
-    return data
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -195,12 +168,3 @@ def _check_replaceable(out: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise T2IError(f"{out} exists and is not an earlier `export --format pfcvr` (no {MANIFEST}); "
                        "choose an empty --out")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-

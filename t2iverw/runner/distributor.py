@@ -81,24 +81,34 @@ def run_stage(
     return asyncio.run(_run(build, worker, shard, Mode(mode), retry_failed, limit, progress))
 
 
-async def _run(build: BuildDir, worker: Worker, shard, mode: Mode, retry_failed: bool, limit, progress: bool) -> RunReport:
+def new_run(build: BuildDir, worker: Worker, shard: tuple[int, int] | None) -> tuple[LogWriter, RunReport]:
+    """The writer of this shard's log (not yet open: the distributor takes its lock first) and the run's report."""
     log = shard_log(shard)
-    writer = LogWriter(build, worker.stage, log, source=worker.source, settings={}, floor=0)
-    report = RunReport(worker.stage, log)
+    return LogWriter(build, worker.stage, log, source=worker.source, settings={}, floor=0), RunReport(worker.stage, log)
+
+
+def plan(build: BuildDir, worker: Worker, writer: LogWriter, report: RunReport, settings: dict, *,
+         shard: tuple[int, int] | None, mode: Mode, retry_failed: bool, limit: int | None) -> list[Item]:
+    """What this run processes; the writer and the report learn the settings and what the reader found."""
+    todo: Pending = pending(build, worker.stage, settings, shard=shard, mode=Mode(mode), retry_failed=retry_failed,
+                            limit=limit, columns=getattr(worker, "columns", ()))
+    writer.configure(settings, todo.floor)
+    report.settings, report.pending, report.why = settings, len(todo.items), todo.counts
+    return todo.items
+
+
+async def _run(build: BuildDir, worker: Worker, shard, mode: Mode, retry_failed: bool, limit, progress: bool) -> RunReport:
+    writer, report = new_run(build, worker, shard)
     with writer.open():
         try:
             await call(worker.open)
-            report.settings = worker.settings()
-            todo: Pending = await asyncio.to_thread(
-                pending, build, worker.stage, report.settings, shard=shard, mode=mode, retry_failed=retry_failed,
-                limit=limit, columns=getattr(worker, "columns", ()))
-            writer.configure(report.settings, todo.floor)
-            report.pending, report.why = len(todo.items), todo.counts
-            if todo.items:
+            items = await asyncio.to_thread(plan, build, worker, writer, report, worker.settings(), shard=shard,
+                                            mode=mode, retry_failed=retry_failed, limit=limit)
+            if items:
                 await call(worker.setup)
                 start = time.perf_counter()
                 try:
-                    await drive(worker, todo.items, writer, report, progress)
+                    await drive(worker, items, writer, report, progress)
                 finally:
                     report.seconds = time.perf_counter() - start
         finally:

@@ -23,12 +23,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
-from t2iverw.runner.distributor import RunReport, process_items
-from t2iverw.runner.reader import Item, pending
-from t2iverw.runner.records import shard_log
+from t2iverw.runner.distributor import RunReport, new_run, plan, process_items
+from t2iverw.runner.reader import Item
 from t2iverw.runner.settings import Mode, differences
 from t2iverw.runner.worker import Worker, call
-from t2iverw.runner.writer import LogWriter
 
 
 class _Actor:
@@ -75,26 +73,21 @@ def run_on_ray(
     import ray
 
     driver = make_worker()  # for its settings only: no weights are loaded here
-    log = shard_log(shard)
-    writer = LogWriter(build, driver.stage, log, source=driver.source, settings={}, floor=0)
-    report = RunReport(driver.stage, log)
+    writer, report = new_run(build, driver, shard)
     with writer.open():
-        report.settings = asyncio.run(_settings(driver))
-        todo = pending(build, driver.stage, report.settings, shard=shard, mode=Mode(mode), retry_failed=retry_failed,
-                       limit=limit, columns=getattr(driver, "columns", ()))
-        writer.configure(report.settings, todo.floor)
-        report.pending, report.why = len(todo.items), todo.counts
-        if not todo.items:
+        todo = plan(build, driver, writer, report, asyncio.run(_settings(driver)), shard=shard, mode=mode,
+                    retry_failed=retry_failed, limit=limit)
+        if not todo:
             return report
         block = max(1, driver.batch_size) * max(1, driver.parallel)
         items = ray.data.from_items([{"image_id": i.image_id, "path": str(i.path), "row": json.dumps(i.row)}
-                                     for i in todo.items])
+                                     for i in todo])
         results = items.map_batches(
             _Actor, fn_constructor_kwargs={"make_worker": make_worker, "settings": report.settings},
             batch_size=block, num_gpus=gpus_per_actor, compute=ray.data.ActorPoolStrategy(size=actors),
         )
         start = time.perf_counter()
-        with tqdm(total=len(todo.items), unit="img", desc=driver.stage, disable=not progress) as bar:
+        with tqdm(total=len(todo), unit="img", desc=driver.stage, disable=not progress) as bar:
             for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
                 records = writer.append(json.loads(b) for b in batch["body"])
                 report.count(records)

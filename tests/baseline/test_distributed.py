@@ -118,7 +118,6 @@ def test_ranks_see_disjoint_slices_of_every_global_batch(two_process_run, export
 
 def _sdm_rank(rank: int, init: str, x, labels, w, out):
     """One rank of a 2-process gloo group: its half of the batch through a shared weight, SDM on the gathered batch."""
-    import torch
     import torch.distributed as dist
 
     from t2iverw.baseline.distributed import gather

@@ -18,9 +18,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -108,6 +110,53 @@ def start_server(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def after_records():
+    """`with after_records(build, n, action):` runs `action` (stop or kill a server) in a thread as soon as the
+    build's caption log holds n records, so a test can end a server provably mid-run."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def watch(build: Path, n: int, action):
+        log, stop = build / "captions" / "main.jsonl", threading.Event()
+
+        def wait_then_act():
+            while (not log.exists() or log.read_bytes().count(b"\n") < n) and not stop.is_set():
+                time.sleep(0.02)
+            if not stop.is_set():
+                action()
+
+        thread = threading.Thread(target=wait_then_act)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    return watch
+
+
+@pytest.fixture
+def kill_after_records():
+    """`kill_after_records(cmd, build, n)` runs a `t2iverw caption` command and SIGKILLs it once the build's
+    caption log holds n records (or it ends, or `timeout` passes): a kill that lands mid-work."""
+
+    def run(cmd: list[str], build: Path, n: int, timeout: float = 120) -> None:
+        log = build / "captions" / "main.jsonl"
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout
+            while (not log.exists() or log.read_bytes().count(b"\n") < n) and time.monotonic() < deadline \
+                    and proc.poll() is None:
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait()
+
+    return run
 
 
 @pytest.fixture

@@ -9,12 +9,7 @@ stops, so its tests assert the records and QA flags of usable captions.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 
 import pytest
@@ -97,17 +92,10 @@ def test_corrupt_and_missing_images_fail_alone(own_source_build, vlm_server, opt
     assert Counter(r["reason"] for r in records.values()) == {"bad_image": 2, "cut_off": len(rows) - 2}
 
 
-def test_killed_run_resumes_without_duplicates(build_dir, vlm_server, options, tiny_vlm):
+def test_killed_run_resumes_without_duplicates(build_dir, vlm_server, options, tiny_vlm, kill_after_records):
     cmd = [sys.executable, "-m", "t2iverw.cli", "caption", str(build_dir), "--endpoint", vlm_server.url,
            "--model", str(tiny_vlm), "--max-tokens", str(MAX_TOKENS), "--concurrency", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while len(log_ids(build_dir)) < 6 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_after_records(cmd, build_dir, 6)
     kept = log_ids(build_dir)
     assert 6 <= len(kept) < n_images(build_dir), "the run should have been killed part-way"
 
@@ -117,23 +105,11 @@ def test_killed_run_resumes_without_duplicates(build_dir, vlm_server, options, t
     assert ids[: len(kept)] == kept and len(ids) == len(set(ids)) == n_images(build_dir)
 
 
-def test_server_stopped_mid_run_fails_clearly_then_rerun_completes(build_dir, start_server, options):
+def test_server_stopped_mid_run_fails_clearly_then_rerun_completes(build_dir, start_server, options, after_records):
     server = start_server()
-    stopped = threading.Event()
-
-    def stop_after_some_records():
-        while len(log_ids(build_dir)) < 5 and not stopped.is_set():
-            time.sleep(0.02)
-        server.stop()
-
-    killer = threading.Thread(target=stop_after_some_records)
-    killer.start()
-    try:
-        with pytest.raises(T2IError, match=r"gave up .* \(connection to .* failed\).*re-run") as err:
-            run_captions(build_dir, **options(server))
-    finally:
-        stopped.set()
-        killer.join()
+    with after_records(build_dir, 5, server.stop), \
+            pytest.raises(T2IError, match=r"gave up .* \(connection to .* failed\).*re-run") as err:
+        run_captions(build_dir, **options(server))
     assert "\n" not in str(err.value)
     kept = log_ids(build_dir)
     assert 5 <= len(kept) < n_images(build_dir) and len(kept) == len(set(kept))

@@ -12,9 +12,7 @@ starts its own.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -213,20 +211,12 @@ def test_request_vllm_refuses_is_one_failed_record_and_the_run_goes_on(build_dir
 
 
 @vllm
-def test_killed_caption_resumes_with_each_image_exactly_once(build_dir, tmp_path, vllm_scripted):
+def test_killed_caption_resumes_with_each_image_exactly_once(build_dir, tmp_path, vllm_scripted, kill_after_records):
     clean = tmp_path / "clean"
     shutil.copytree(build_dir, clean)
     run_captions(clean, **options(vllm_scripted, max_tokens=64))
 
-    proc = subprocess.Popen(caption_cli(build_dir, vllm_scripted, "--max-tokens", "64", "--concurrency", "2"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while len(log_ids(build_dir)) < 6 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_after_records(caption_cli(build_dir, vllm_scripted, "--max-tokens", "64", "--concurrency", "2"), build_dir, 6)
     kept = log_ids(build_dir)
     assert 6 <= len(kept) < n_images(build_dir), "the kill should land mid-run: some records on disk, not all"
 
@@ -239,26 +229,14 @@ def test_killed_caption_resumes_with_each_image_exactly_once(build_dir, tmp_path
 
 @vllm
 def test_server_killed_mid_run_then_a_rerun_waits_for_the_restart_and_completes(build_dir, start_vllm,
-                                                                               scripted_vlm):
+                                                                               scripted_vlm, after_records):
     """vLLM crashes mid-run: the run stops in one line and keeps what it wrote. Restarted, vLLM loads for a
     while: `caption` without --wait says in one line that no server answers and it may still be loading;
     with --wait it waits for the load, then finishes, each image exactly once."""
     server = start_vllm(scripted_vlm, "tiny-qwen3vl-scripted").wait_ready()
-    stopped = threading.Event()
-
-    def kill_after_some_records():
-        while len(log_ids(build_dir)) < 5 and not stopped.is_set():
-            time.sleep(0.02)
-        server.kill()
-
-    killer = threading.Thread(target=kill_after_some_records)
-    killer.start()
-    try:
-        with pytest.raises(T2IError, match=r"gave up on a request .*connection to .* failed.*re-run") as err:
-            run_captions(build_dir, **options(server, max_tokens=64, concurrency=2))
-    finally:
-        stopped.set()
-        killer.join()
+    with after_records(build_dir, 5, server.kill), \
+            pytest.raises(T2IError, match=r"gave up on a request .*connection to .* failed.*re-run") as err:
+        run_captions(build_dir, **options(server, max_tokens=64, concurrency=2))
     assert "\n" not in str(err.value)
     kept = log_ids(build_dir)
     assert 5 <= len(kept) < n_images(build_dir) and len(kept) == len(set(kept)), "killed mid-run"

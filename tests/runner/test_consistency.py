@@ -92,3 +92,25 @@ def test_a_build_on_another_mount_takes_source_root_from_option_or_environment(s
     wrong = CliRunner().invoke(cli, ["export", str(bd.root), "--out", str(tmp_path / "ds2"), "--source-root",
                                      str(tmp_path / "nope")])
     assert wrong.exit_code == 2 and "is not a directory" in wrong.output
+
+
+def test_a_second_index_or_export_into_the_same_place_is_refused(synth_root, tmp_path):
+    import subprocess
+    import sys
+
+    build_index(synth_root, tmp_path / "build")
+    make_split(tmp_path / "build", seed=0)
+    hold = ("import sys, time\nfrom t2iverw.storage import exclusive\n"
+            "with exclusive(sys.argv[1], 'busy'):\n    print('held', flush=True)\n    sys.stdin.readline()\n")
+    for lock, args in ((tmp_path / "build" / ".index.lock", ["index", str(synth_root), "--out", str(tmp_path / "build")]),
+                       (tmp_path / ".ds.lock", ["export", str(tmp_path / "build"), "--out", str(tmp_path / "ds")])):
+        holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 2 and "is writing" in result.output and result.output.count("\n") == 1
+        finally:
+            holder.stdin.close()
+            holder.wait()
+        assert CliRunner().invoke(cli, args).exit_code == 0, args  # free again once the holder is gone
