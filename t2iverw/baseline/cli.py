@@ -29,7 +29,10 @@ def train(dataset, out, config_path, clip, epochs, batch_size, no_plfa, no_bmria
     off = [name for name, flag in (("plfa", no_plfa), ("bmria", no_bmria), ("aug", no_aug)) if flag]
     cfg = config_from_options(config_path, sets, off, clip=clip, epochs=epochs, batch_size=batch_size)
     run = run_training(cfg, dataset, out, cache_dir)
-    click.echo(f"run written to {run}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one line per run, not per process
+        click.echo(f"run written to {run}")
 
 
 @click.command("predict")
