@@ -46,7 +46,7 @@ def write_card(path: Path, feats: Features, summary, sizes: dict[str, int], spli
         parts=PARTS,
         grid=summary.grid,
         min_cover=_provenance(parts, "grid", "min_cover"),
-        provenance={"captions": settings_groups(captions), "part masks": settings_groups(parts)},
+        provenance={"captions": settings_groups(captions), "parts": settings_groups(parts)},
     )
     card.save(path)
 

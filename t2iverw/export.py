@@ -43,7 +43,8 @@ class ExportSummary:
     rows: dict[str, int]
     shards: dict[str, int]
     captions: int
-    parts: int
+    parts: int  # rows with part grids
+    masks: int  # rows with full-resolution masks too (an imported release has grids only)
     with_images: bool
     grid: tuple[int, int]
     augmented: dict | None = None  # with --augmented-copies: how many came from the release, how many were made, how
@@ -53,7 +54,8 @@ class ExportSummary:
         total = sum(self.rows.values())
         return [
             f"exported {parts} to {self.out}" + ("" if self.with_images else " (annotations only, no images)"),
-            f"captions on {self.captions}/{total} rows, part masks on {self.parts}/{total} rows",
+            f"captions on {self.captions}/{total} rows, part grids on {self.parts}/{total} rows, "
+            f"full-resolution part masks on {self.masks}/{total} rows",
         ]
 
 
@@ -92,7 +94,8 @@ def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_ima
         bar.close()
         summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
                                 sum(r["image_id"] in captions for r in images),
-                                sum(r["image_id"] in parts for r in images), include_images, grid,
+                                sum(r["image_id"] in parts for r in images),
+                                sum(bool(parts.get(r["image_id"], {}).get("masks")) for r in images), include_images, grid,
                                 augment_summary(made))
         write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
     return summary

@@ -43,7 +43,8 @@ def _annotate(build_dir, every=2):
 
 def test_load_dataset_features_splits_and_content(build_dir, tmp_path):
     annotated = _annotate(build_dir)
-    export_dataset(build_dir, tmp_path / "ds")
+    summary = export_dataset(build_dir, tmp_path / "ds")
+    assert summary.captions == summary.parts == summary.masks == len(annotated)  # masks and grids on every other row
     ds = datasets.load_dataset(str(tmp_path / "ds"))
     assert set(ds) == {"train", "test"}
     assert ds["train"].features == features()

@@ -86,6 +86,9 @@ def test_export_load_and_eval_an_imported_build(release, tmp_path):
     import_release(root, tmp_path / "build")
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "build"), "--out", str(tmp_path / "ds")])
     assert result.exit_code == 0, result.output
+    n = len(written["records"])  # a release has grids only: the summary and the card do not call them masks
+    assert f"part grids on {n}/{n} rows, full-resolution part masks on 0/{n} rows" in result.output
+    assert "full-resolution part masks on 0 rows" in (tmp_path / "ds" / "README.md").read_text()
     first = Path(written["records"][0]["file_path"]).stem  # `show` draws the grids (a release has no masks)
     shown = CliRunner().invoke(cli, ["show", str(tmp_path / "build"), first, "--out", str(tmp_path / "s.png")])
     assert shown.exit_code == 0 and Image.open(tmp_path / "s.png").size[0] > 100, shown.output
