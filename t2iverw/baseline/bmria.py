@@ -113,7 +113,7 @@ class MimBlock(nn.Module):
 
 
 class MimBranch(nn.Module):
-    """(visible patch encodings, which patches are hidden, caption tokens) -> pixels of every patch."""
+    """(visible patch encodings, which patches they are, caption tokens) -> pixels of every patch."""
 
     def __init__(self, width: int, heads: int, head_dim: int, layers: int, patches: int, patch_pixels: int):
         super().__init__()
@@ -122,10 +122,9 @@ class MimBranch(nn.Module):
         self.blocks = nn.ModuleList(MimBlock(width, heads, head_dim) for _ in range(layers))
         self.head = nn.Linear(width, patch_pixels)
 
-    def forward(self, visible: torch.Tensor, hidden: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """visible (B, 1 + kept, width) with CLS first, the kept patches in grid order; hidden (B, patches) bool."""
-        b, n = hidden.shape
-        kept = (~hidden).nonzero()[:, 1].view(b, -1)
+    def forward(self, visible: torch.Tensor, kept: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """visible (B, 1 + kept, width) with CLS first; kept (B, kept) the visible patches' grid indices, in order."""
+        b, n = kept.shape[0], self.pos.shape[0] - 1
         patches = self.token.to(visible.dtype).expand(b, n, -1)
         patches = patches.scatter(1, kept[..., None].expand(-1, -1, visible.shape[-1]), visible[:, 1:])
         x = torch.cat([visible[:, :1], patches], dim=1) + self.pos.to(visible.dtype)

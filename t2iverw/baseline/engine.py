@@ -101,9 +101,10 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            for k, v in {**terms, "loss": loss}.items():
-                sums[k] += v.item()
-            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
+            values = dict(zip([*terms, "loss"], torch.stack([v.detach().float() for v in (*terms.values(), loss)]).tolist()))  # one device sync
+            for k, v in values.items():
+                sums[k] += v
+            bar.set_postfix({k: f"{values[k]:.3f}" for k in terms})
         record = {"epoch": epoch + 1, "lr": cfg.lr * lr_factor(epoch * steps, steps, cfg),
                   **_mean_over_ranks(accelerator, sums, len(loader)), "selection": cfg.selection}
         if cfg.selection == "test":
@@ -120,7 +121,7 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
         accelerator.wait_for_everyone()
         _checkpoint(accelerator, out, record, best)
     if accelerator.is_main_process:
-        _write_summary(out, cfg, accelerator.num_processes)
+        _write_summary(out, cfg, accelerator.num_processes, best["epoch"])
         plot_curve(out / METRICS, out / "curve.png")
     accelerator.end_training()
     return out
@@ -226,13 +227,12 @@ def _resume(accelerator, out: Path) -> tuple[int, dict]:
     return state["epoch"], state["best"]
 
 
-def _write_summary(out: Path, cfg: Config, processes: int) -> None:
+def _write_summary(out: Path, cfg: Config, processes: int, selected_epoch: int | None) -> None:
     """summary.json: which epoch model.safetensors holds, chosen how, and its record."""
-    state = json.loads(max((out / CHECKPOINTS).glob("epoch-*[0-9]")).joinpath("state.json").read_text())
     records = {r["epoch"]: r for r in read_jsonl(out / METRICS)}
     summary = {"config": cfg.name, "selection": cfg.selection, "selected_on_test": cfg.selection == "test",
-               "selected_epoch": state["best"]["epoch"], "epochs": cfg.epochs, "processes": processes,
-               "global_batch": cfg.batch_size, "selected": records.get(state["best"]["epoch"], {})}
+               "selected_epoch": selected_epoch, "epochs": cfg.epochs, "processes": processes,
+               "global_batch": cfg.batch_size, "selected": records.get(selected_epoch, {})}
     if cfg.selection == "test":
         summary["warning"] = TEST_WARNING
     write_json(out / SUMMARY, summary)

@@ -205,7 +205,7 @@ class PFCVR(nn.Module):
         pixels, hidden = batch["pixel_values"], batch["mim_hidden"].flatten(1)
         b, p, g = pixels.shape[0], self.patch_size, self.grid
         kept = (~hidden).nonzero()[:, 1].view(b, -1)
-        pred = self.mim(self.image_tokens(pixels, kept), hidden, txt)
+        pred = self.mim(self.image_tokens(pixels, kept), kept, txt)
         target = pixels.reshape(b, 3, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(b, g * g, p * p * 3)
         return losses.mim(pred.float(), target.float(), hidden)
 
