@@ -1,4 +1,4 @@
-"""Constants every stage agrees on: the part order, the patch grid and the file names.
+"""Constants every stage agrees on: the part order, the patch grid, the file names and the query-id rule.
 
 The part order is fixed by the paper (windows, lights, wheels, mirrors, roof, doors);
 everything that stores one value per part stores it in this order.
@@ -17,6 +17,8 @@ MIN_COVER = 0.5
 # precomputed augmented copies of the release, in its folder order (Darkimage/, Lightimage/, Noisyimage/)
 AUGMENTED: tuple[str, ...] = ("dark", "light", "noisy")
 
+
+
 TEST_RATIO = 0.3
 DEFAULT_SEED = 0
 
@@ -24,3 +26,18 @@ DEFAULT_SEED = 0
 # out = 255 * (in / 255) ** gamma, and additive Gaussian noise of this std (0-255 scale), seeded per image
 AUGMENT_GAMMA: dict[str, float] = {"dark": 2.0, "light": 0.5}
 AUGMENT_NOISE_STD = 20.0
+
+
+def query_id(caption_id: str, k: int) -> str:
+    """The evaluation id of caption k of an image: the first keeps the image's caption_id."""
+    return caption_id if k == 0 else f"{caption_id}#{k}"
+
+
+def caption_list(captions: list[str] | None, caption: str | None) -> list[str]:
+    """Every caption of an image in order: `captions` (a record's `texts`) when it holds any, else the one `caption`.
+
+    Export, evaluation, training and the baselines all read captions through this, so caption k
+    has the same query id everywhere (an empty string keeps its place instead of shifting later ids).
+    """
+    return list(captions) if captions else ([] if caption is None else [caption])
+

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datasets import Features, Image, List, Value
 
-from t2iverw.constants import AUGMENTED, GRID, PARTS
+from t2iverw.constants import AUGMENTED, GRID, PARTS, query_id  # noqa: F401 (query_id: the schema's id rule)
 
 RLE = {"size": List(Value("int32"), length=2), "counts": Value("string")}
 CAPTION_SOURCES = ("model", "human-edited", "human-accepted", "release")
@@ -82,11 +82,6 @@ def features(grid: tuple[int, int] = GRID, with_images: bool = True, augmented: 
         for name in AUGMENTED:
             del cols[f"image_{name}"]
     return Features(cols)
-
-
-def query_id(caption_id: str, k: int) -> str:
-    """The evaluation id of caption k of an image: the first keeps the image's caption_id."""
-    return caption_id if k == 0 else f"{caption_id}#{k}"
 
 
 def type_string(feature: object) -> str:

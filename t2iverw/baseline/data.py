@@ -26,9 +26,8 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from t2iverw.baseline.config import Config
 from t2iverw.baseline.masking import mask_tokens, mim_cells
-from t2iverw.constants import AUGMENTED, GRID, PARTS
+from t2iverw.constants import AUGMENTED, GRID, PARTS, caption_list, query_id
 from t2iverw.errors import T2IError
-from t2iverw.schema import query_id
 
 COLUMNS = ["image", "image_id", "vehicle_id", "caption_id", "caption", "captions", "part_grid", "mim_seed"]
 COPY_COLUMNS = [f"image_{name}" for name in AUGMENTED]  # the release's precomputed dark, light, noisy copies
@@ -78,13 +77,6 @@ def _load_dataset(source: str, split: str, cache_dir: str | None):
         raise T2IError(f"cannot load dataset {source!r} (run `t2iverw export` first): {exc}".splitlines()[0]) from None
 
 
-def captions_of(row_captions: list[str] | None, caption: str | None) -> list[str]:
-    """Every caption of a row (`captions`, or the single `caption` of an older export)."""
-    if row_captions:
-        return [c for c in row_captions if c]
-    return [caption] if caption else []
-
-
 @dataclass
 class TrainSplit:
     """Training items of the fit identities, and the held-out validation rows."""
@@ -100,12 +92,12 @@ def split_train(train, val_ratio: float, seed: int) -> TrainSplit:
     ids = sorted(set(train["vehicle_id"]))
     n_val = min(max(round(val_ratio * len(ids)), 1), len(ids) - 1) if val_ratio > 0 else 0
     val_ids = set(random.Random(seed).sample(ids, n_val))
-    texts = [captions_of(cs, c) for cs, c in zip(train["captions"], train["caption"])]
+    texts = [caption_list(cs, c) for cs, c in zip(train["captions"], train["caption"])]
     vids = train["vehicle_id"]
-    fit_rows = [i for i, (v, t) in enumerate(zip(vids, texts)) if v not in val_ids and t]
+    fit_rows = [i for i, (v, t) in enumerate(zip(vids, texts)) if v not in val_ids and any(t)]
     if not fit_rows:
         raise T2IError("the train split has no captioned images; run `t2iverw caption` before exporting")
-    items = [(j, k) for j, i in enumerate(fit_rows) for k in range(len(texts[i]))]
+    items = [(j, k) for j, i in enumerate(fit_rows) for k, text in enumerate(texts[i]) if text]  # no empty captions
     fit = train.select(fit_rows)
     val = train.select([i for i, v in enumerate(vids) if v in val_ids])
     return TrainSplit(fit=fit, items=items, val=val, classes=sorted(set(fit["vehicle_id"])))
@@ -174,7 +166,7 @@ class TrainImages(Dataset):
         item = index // self.per_epoch
         row_index, k = self.items[item]
         row = self.rows[row_index]
-        tokens = tokenize(self.tokenizer, [captions_of(row["captions"], row["caption"])[k]], self.cfg.text_length)
+        tokens = tokenize(self.tokenizer, [caption_list(row["captions"], row["caption"])[k]], self.cfg.text_length)
         text = {"input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0],
                 "labels": torch.tensor(self.label[row["vehicle_id"]]), "item": torch.tensor(item)}
         if self.per_epoch > 1:  # one copy per sample
@@ -242,7 +234,7 @@ class Queries:
 def queries(rows) -> Queries:
     found = []
     for cid, cs, c, v in zip(rows["caption_id"], rows["captions"], rows["caption"], rows["vehicle_id"]):
-        found += [(query_id(cid, k), text, v) for k, text in enumerate(captions_of(cs, c))]
+        found += [(query_id(cid, k), text, v) for k, text in enumerate(caption_list(cs, c))]
     found.sort(key=lambda q: q[0])
     return Queries([q[0] for q in found], [q[1] for q in found], [q[2] for q in found])
 

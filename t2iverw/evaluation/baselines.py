@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from t2iverw.build import IMAGES, BuildDir
 from t2iverw.errors import T2IError
-from t2iverw.evaluation.inputs import ground_truth, query_id
+from t2iverw.constants import caption_list, query_id
+from t2iverw.evaluation.inputs import ground_truth
 
 # Body colours a vehicle caption may name; their RGB comes from Pillow's CSS colour table.
 COLOUR_WORDS: tuple[str, ...] = ("white", "black", "silver", "gray", "grey", "red", "blue", "yellow", "green",
@@ -74,7 +75,7 @@ def _test_texts_and_images(dataset: Path) -> tuple[dict[str, str], dict[str, Cal
     if (dataset / IMAGES).exists():
         bd = BuildDir.open(dataset)
         texts = {query_id(r.get("caption_id", i), k): t for i, r in bd.captions().items()
-                 for k, t in enumerate(r.get("texts") or [r["text"]])}
+                 for k, t in enumerate(caption_list(r.get("texts"), r["text"]))}
         rows = bd.images(["image_id", "path"]).to_pylist()
         return texts, {r["image_id"]: _opener(bd.image_path(r["path"])) for r in rows}
     files = sorted((dataset / "data").glob("test-*.parquet"))
@@ -86,7 +87,7 @@ def _test_texts_and_images(dataset: Path) -> tuple[dict[str, str], dict[str, Cal
     table = pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
     texts, images = {}, {}
     for row in table.to_pylist():
-        for k, text in enumerate(row.get("captions") or ([row["caption"]] if row["caption"] is not None else [])):
+        for k, text in enumerate(caption_list(row.get("captions"), row["caption"])):
             texts[query_id(row["caption_id"], k)] = text
         images[row["image_id"]] = _opener(io.BytesIO(row["image"]["bytes"]))
     return texts, images

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from t2iverw.build import IMAGES, BuildDir
+from t2iverw.constants import caption_list, query_id
 from t2iverw.errors import T2IError
 from t2iverw.evaluation.metrics import PerQuery, list_metrics
 
@@ -76,8 +77,8 @@ def _export_test_split(dataset: Path) -> tuple[dict[str, str], dict[str, str]]:
         raise T2IError(f"{dataset}: cannot read the test split ({exc})") from None
     rows = table.to_pydict()
     images = _unique(rows["image_id"], rows["vehicle_id"], f"{dataset} test split", "image")
-    counts = [len(c) if c else 0 for c in rows["captions"]] if "captions" in rows else \
-        [int(c is not None) for c in rows["caption"]]
+    counts = [len(caption_list(cs, c)) for cs, c in zip(rows.get("captions", [None] * len(rows["caption"])),
+                                                         rows["caption"])]
     return images, _queries(rows["caption_id"], counts, rows["vehicle_id"], f"{dataset} test split")
 
 
@@ -90,14 +91,10 @@ def _build_test_split(bd: BuildDir) -> tuple[dict[str, str], dict[str, str]]:
     ok = bd.captions()
     captioned = [i for i in images if i in ok]
     caption_ids = [ok[i].get("caption_id", i) for i in captioned]
-    counts = [len(ok[i].get("texts") or [ok[i]["text"]]) for i in captioned]
+    counts = [len(caption_list(ok[i].get("texts"), ok[i]["text"])) for i in captioned]
     return images, _queries(caption_ids, counts, [images[i] for i in captioned], f"{bd.root} captions")
 
 
-def query_id(caption_id: str, k: int) -> str:
-    """The query id of caption k of an image: the same rule as `t2iverw.schema.query_id` (a test holds
-    them equal), kept here so that evaluation does not import `datasets`."""
-    return caption_id if k == 0 else f"{caption_id}#{k}"
 
 
 def _queries(caption_ids: list[str], counts: list[int], labels: list[str], where: str) -> dict[str, str]:

@@ -70,6 +70,15 @@ def test_every_caption_is_an_item_and_a_query(tokenizer):
     assert q.ids == ["a", "a#1"] and q.texts == ["a red car", "a crimson sedan"] and q.labels == ["1", "1"]
 
 
+def test_an_empty_caption_is_no_training_item_but_keeps_the_query_ids_after_it(tokenizer):
+    split = one_row_split(["a red car", "", "a crimson sedan"])
+    assert split.items == [(0, 0), (0, 2)]
+    third = TrainImages(one_row_split(["a crimson sedan"]), tokenizer, cfg(), 8)[0]["input_ids"]
+    assert torch.equal(TrainImages(split, tokenizer, cfg(), 8)[1]["input_ids"], third)
+    q = queries(split.fit)  # the ids evaluation derives from the same row: caption k is `a#k`
+    assert q.ids == ["a", "a#1", "a#2"] and q.texts == ["a red car", "", "a crimson sedan"]
+
+
 def test_part_grid_and_mim_seed_flip_with_their_image(tokenizer):
     """The released code flips the image but not its masks; here they always agree."""
     seed = np.zeros((24, 24), dtype=bool)
