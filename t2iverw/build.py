@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,9 +55,11 @@ class BuildDir:
         path = self.root / BUILD_INFO
         return json.loads(path.read_text()) if path.exists() else {}
 
-    @property
+    @cached_property
     def source_root(self) -> Path:
-        """Where the images are read from: --source-root, $T2IVERW_SOURCE_ROOT, or what `index` recorded."""
+        """Where the images are read from: --source-root, $T2IVERW_SOURCE_ROOT, or what `index` recorded.
+
+        Resolved once per BuildDir (every image path goes through it); a failure is not cached."""
         if self.source_override is not None:
             return _existing(self.source_override, "--source-root")
         if os.environ.get(SOURCE_ROOT_ENV):

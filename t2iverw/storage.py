@@ -28,7 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a build is shared like any file `open` creates
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a build is shared like any file `open` creates
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -37,10 +37,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    """The process umask, read once at import: reading it means setting it, which would race with other threads."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def write_text(path: str | Path, text: str) -> None:
