@@ -19,28 +19,14 @@ from pathlib import Path
 
 import click
 
-from t2iverw.caption.prompt import DEFAULT_HINTS, HINT_FIELDS
+from t2iverw.caption.cli import caption_options
 from t2iverw.options import runner_options
 from t2iverw.pipeline import ray_options, run_pipeline
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("build", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--backend", type=click.Choice(["openai", "template"]), default="openai", show_default=True)
-@click.option("--endpoint", "endpoints", multiple=True, metavar="URL", help="Server base URL; repeatable.")
-@click.option("--model", help="The served model's name (default: what the server serves).")
-@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
-              help="Wait this long for servers that are still loading.")
-@click.option("--prompt", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--hints", type=click.Choice(list(HINT_FIELDS)), default=DEFAULT_HINTS, show_default=True)
-@click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Requests in flight per actor.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-pixels", type=click.IntRange(min=1024), default=512 * 512, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
-@click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True)
+@caption_options(("openai", "template"))
 @ray_options
 @runner_options
 def main(backend: str, endpoints: tuple[str, ...], model, wait: float, prompt, hints: str, concurrency: int,

@@ -20,31 +20,23 @@ from pathlib import Path
 
 import click
 
-from t2iverw.constants import GRID, INPUT_SIZE, MIN_COVER
 from t2iverw.options import runner_options
 from t2iverw.pipeline import ray_options, run_pipeline
+from t2iverw.segment.cli import segment_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("build", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", default="facebook/sam3", show_default=True, help="SAM3 hub id or local directory.")
-@click.option("--parts", "parts_file", type=click.Path(exists=True, dir_okay=False), help="Prompt file.")
-@click.option("--device", type=click.Choice(["cuda", "cpu"]))
-@click.option("--dtype", type=click.Choice(["bf16", "fp32"]))
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward.")
-@click.option("--grid", default=f"{GRID[0]}x{GRID[1]}", show_default=True)
-@click.option("--input-size", type=click.IntRange(min=1), default=INPUT_SIZE, show_default=True)
-@click.option("--min-cover", type=click.FloatRange(0, 1, min_open=True), default=MIN_COVER, show_default=True)
+@segment_options(batch_size=8)
 @ray_options
 @runner_options
-def main(model: str, parts_file, device, dtype, batch_size: int, grid: str, input_size: int, min_cover: float,
-         **run) -> None:
+def main(model: str, parts_file, device, dtype, batch_size: int, grid: tuple[int, int], input_size: int,
+         min_cover: float, **run) -> None:
     """Segment every pending image of BUILD on a Ray cluster."""
     from t2iverw.segment.run import SegmentWorker
 
-    h, w = (int(x) for x in grid.lower().split("x"))
     make = functools.partial(SegmentWorker, model, parts_file, device=device, dtype=dtype, batch_size=batch_size,
-                             grid=(h, w), input_size=input_size, min_cover=min_cover)
+                             grid=grid, input_size=input_size, min_cover=min_cover)
     run_pipeline(make, "segmented", **run)
 
 

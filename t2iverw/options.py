@@ -23,13 +23,13 @@ def source_root_option(f: Callable) -> Callable:
 
 
 def runner_options(f: Callable) -> Callable:
-    """--shard, --redo/--keep (passed on as `mode`: 'redo', 'keep' or None), --retry-failed, --limit, --source-root."""
+    """--shard, --redo/--keep (passed on as `mode`: 'redo', 'keep' or 'check'), --retry-failed, --limit, --source-root."""
 
     @functools.wraps(f)
     def command(*args, redo: bool, keep: bool, **kwargs):
         if redo and keep:
             raise click.UsageError("--redo and --keep exclude each other: choose one")
-        return f(*args, mode="redo" if redo else "keep" if keep else None, **kwargs)
+        return f(*args, mode="redo" if redo else "keep" if keep else "check", **kwargs)
 
     for option in reversed([
         click.option("--shard", help="Process shard i of N (i/N): a stable, disjoint slice of the images; run one "

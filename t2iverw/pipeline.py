@@ -37,7 +37,7 @@ def run_pipeline(make_worker: Callable, verb: str, *, build, address, num_cpus, 
         bd = BuildDir.open(build, source_root)
         _connect(address, num_cpus)
         report = run_on_ray(bd, make_worker, actors=actors, gpus_per_actor=gpus_per_actor, shard=parse_shard(shard),
-                            mode=mode or "check", retry_failed=retry_failed, limit=limit)
+                            mode=mode, retry_failed=retry_failed, limit=limit)
     except T2IError as exc:
         raise UserError(str(exc)) from None
     for line in report.lines(verb):

@@ -89,9 +89,10 @@ def segment_build(
                      progress=progress)
 
 
-def coverage(build: BuildDir) -> dict[str, dict[str, float]]:
-    """Per part over all ok records with masks: share of images where it was found, and its mean area."""
-    records = [r for r in build.parts().values() if "instances" in r]
+def coverage(parts: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Per part over the ok part records with masks (`BuildDir.parts()`): share of images where it was found,
+    and its mean area."""
+    records = [r for r in parts.values() if "instances" in r]
     if not records:
         return {}
     found = np.array([r["instances"] for r in records]) > 0
