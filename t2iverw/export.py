@@ -25,9 +25,10 @@ from tqdm import tqdm
 from t2iverw.build import BuildDir
 from t2iverw.caption.qa import qa_flags
 from t2iverw.card import write_card
-from t2iverw.constants import AUGMENTED, GRID, PARTS
+from t2iverw.constants import AUGMENTED, GRID, PARTS, caption_list
 from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
+from t2iverw.release.augment import copies_for
 from t2iverw.release.augment import summary as augment_summary
 from t2iverw.schema import features
 from t2iverw.storage import staged_dir
@@ -198,16 +199,17 @@ def _to_table(bd, rows, captions, parts, feats, grid, schema, release, made) -> 
     cols["mim_seed"] = _mim_seed_array(rel, grid).cast(schema.field("mim_seed").type)
     cols["prompt"] = pa.array([r.get("prompt") if r else None for r in rel], type=pa.string())
     if "image" in feats:
-        cols["image"] = pa.array(list(_image_structs(bd, rows)), type=schema.field("image").type)
-    if made is not None:
-        for kind, structs in _augmented_structs(bd, rows, rel, made).items():
+        images = list(_image_structs(bd, rows))
+        cols["image"] = pa.array(images, type=schema.field("image").type)
+    if made is not None:  # only with images (export_dataset refuses copies without them)
+        for kind, structs in _augmented_structs(bd, rows, rel, made, [i["bytes"] for i in images]).items():
             cols[f"image_{kind}"] = pa.array(structs, type=schema.field(f"image_{kind}").type)
     return pa.table({name: cols[name] for name in schema.names}, schema=schema)
 
 
 def caption_texts(record: dict) -> list[str]:
     """Every caption of a caption record: `texts` when it holds several (a release), else its `text`."""
-    return list(record.get("texts") or [record["text"]])
+    return caption_list(record.get("texts"), record["text"])
 
 
 def caption_source(record: dict) -> str:
@@ -245,13 +247,12 @@ def _mim_seed_array(rel: list[dict | None], grid: tuple[int, int]) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(rows, gh, mask=pa.array(missing, type=pa.bool_()))
 
 
-def _augmented_structs(bd: BuildDir, rows: list[dict], rel: list[dict | None], made: Counter) -> dict[str, list[dict]]:
+def _augmented_structs(bd: BuildDir, rows: list[dict], rel: list[dict | None], made: Counter,
+                       originals: list[bytes]) -> dict[str, list[dict]]:
     """kind -> image structs of the dark/light/noisy copies: the release's files, else made (counted in `made`)."""
-    from t2iverw.release.augment import copies_for
-
     out: dict[str, list[dict]] = {kind: [] for kind in AUGMENTED}
-    for row, r in zip(rows, rel):
-        data = copies_for(bd, row, r, made)
+    for row, r, original in zip(rows, rel, originals):
+        data = copies_for(bd, row, r, made, original)
         for kind in AUGMENTED:
             out[kind].append({"bytes": data[kind], "path": f"{row['image_id']}_{kind}.jpg"})
     return out

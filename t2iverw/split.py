@@ -90,7 +90,8 @@ def read_published(path: Path, build_ids: list[str], images: dict) -> dict:
     `split`; `val` is the test side when no record says `test`, as the authors' loader
     does), and VERI-Wild's lists (test_3000.txt ...: one `vid/imgid` or `vid` per line).
     Identities match exactly, or as integers when both are digits (a release stores 1
-    for VERI-Wild's 00001); listed images match by `vid/imgid`, a release's by file stem.
+    for VERI-Wild's 00001); listed images match by image id (the `imgid` of a VERI-Wild
+    list's `vid/imgid`, a release's file stem).
     """
     if not path.exists():
         raise T2IError(f"split file {path} not found")
@@ -109,9 +110,8 @@ def read_published(path: Path, build_ids: list[str], images: dict) -> dict:
         raise T2IError(f"{path}: the split leaves no identities for train in this build")
     missing_images = None
     if listed_images is not None:
-        have = {f"{v}/{i}" for v, i in zip(images["vehicle_id"], images["image_id"])}
-        have_stems = set(images["image_id"])
-        missing_images = sum(1 for v, i in listed_images if f"{match.get(v, v)}/{i}" not in have and i not in have_stems)
+        have = set(images["image_id"])  # a listed `vid/imgid` is in the build exactly when its imgid is
+        missing_images = sum(1 for _, i in listed_images if i not in have)
     return {
         "test": test_in,
         "file": path.name,

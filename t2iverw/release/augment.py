@@ -43,15 +43,16 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def copies_for(bd, row: dict, release_record: dict | None, made: Counter) -> dict[str, bytes]:
+def copies_for(bd, row: dict, release_record: dict | None, made: Counter, original: bytes) -> dict[str, bytes]:
     """kind -> JPEG bytes of an image's three copies: the release's own files when the build has them,
-    else made here with the values above; `made` counts which (`from_release`, `made`)."""
+    else made here from `original` (the image's bytes, already read and checked) with the values above;
+    `made` counts which (`from_release`, `made`)."""
     paths = release_record.get("augmented") if release_record else None
     if paths:
         made["from_release"] += 1
         return {kind: bd.image_path(paths[kind]).read_bytes() for kind in AUGMENTED}
     made["made"] += 1
-    with Image.open(bd.image_path(row["path"])) as image:
+    with Image.open(io.BytesIO(original)) as image:
         return copies(image, row["image_id"])
 
 

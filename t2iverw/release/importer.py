@@ -31,13 +31,14 @@ import numpy as np
 from tqdm import tqdm
 
 from t2iverw.build import REJECTED, BuildDir
-from t2iverw.constants import GRID
+from t2iverw.constants import AUGMENTED, GRID
 from t2iverw.errors import T2IError
 from t2iverw.grid import pack_grid
-from t2iverw.index import INDEX_LOCK, PROGRESS, check_images, write_outputs
+from t2iverw.index import INDEX_LOCK, META_FIELDS, PROGRESS, check_images, write_outputs
 from t2iverw.release.layout import (
     TEST,
     TRAIN,
+    VAL,
     BadRecord,
     Record,
     augmented_path,
@@ -261,19 +262,19 @@ def _rejection(item: object, index: int, exc: BadRecord) -> dict:
 
 def augmented_copies(root: Path, rec: Record) -> dict[str, str] | None:
     """The release's dark/light/noisy copies of a record, when all three exist."""
-    found = {kind: augmented_path(rec.file_path, kind) for kind in ("dark", "light", "noisy")}
+    found = {kind: augmented_path(rec.file_path, kind) for kind in AUGMENTED}
     return found if all((root / p).is_file() for p in found.values()) else None
 
 
 def test_side(records: list[Record]) -> str:
     """Which split value is the test set: "test", or anything but train when no record says test."""
-    return TEST if any(r.split == TEST for r in records) else "val"
+    return TEST if any(r.split == TEST for r in records) else VAL
 
 
 def loader_orders(records: list[Record], image_ids: set[str]) -> tuple[list[str], list[str]]:
     """(query ids, gallery ids) in the authors' loader order: test records in JSON order, their
     captions in list order; only records that were imported."""
-    from t2iverw.evaluation.inputs import query_id
+    from t2iverw.constants import query_id
 
     side = test_side(records)
     test = [r for r in records if r.image_id in image_ids and (r.split == TEST if side == TEST else r.split != TRAIN)]
@@ -304,7 +305,7 @@ def join_veri_wild(entries: list[dict], veri_wild: Path, encoding: str = "utf-8"
         if meta is None:
             counts["unmatched"] += 1
             continue
-        for key in ("camera_id", "time", "model", "type", "color"):
+        for key in META_FIELDS:
             entry[key] = meta[key]
         counts["joined"] += 1
         if not _same_vehicle(entry["vehicle_id"], meta["vehicle_id"]):

@@ -147,13 +147,11 @@ def _write_files(bd: BuildDir, root: Path, row: dict, rel: dict | None, record: 
     """The crop (bytes checked against the index), its part file and, when asked, its augmented copies."""
     data = bd.read_image(row)
     _write_bytes(root / record["file_path"], data)
-    if "boxes" in record:
-        target = root / record["boxes"].replace("\\", "/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(part_file_json(grids)))
+    if "boxes" in record:  # a relative path with "/" (layout.relative_path normalised an imported one)
+        _write_bytes(root / record["boxes"], json.dumps(part_file_json(grids)).encode())
     if made is None:
         return
-    copies = augment.copies_for(bd, row, rel, made)
+    copies = augment.copies_for(bd, row, rel, made, data)
     for kind in AUGMENTED:
         _write_bytes(root / augmented_path(record["file_path"], kind), copies[kind])
 
