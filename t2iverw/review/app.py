@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
 
+from t2iverw.caption.qa import qa_flags
 from t2iverw.constants import PARTS
 from t2iverw.errors import T2IError
 from t2iverw.review.decisions import DecisionLog, decision_record
@@ -134,13 +135,15 @@ def create_app(log: DecisionLog, *, scope: str = "unreviewed", token: str | None
             written = log.write(record, after=cap.record)
         except T2IError as exc:
             raise HTTPException(400, str(exc)) from None
+        state.wrote(written, log.path)  # no re-read of every caption log for our own record
         drafts.drop(decision.image_id)
         return {"record": written, "item": item(decision.image_id), "counts": state.counts()}
 
     @app.put("/api/drafts/{image_id}")
     def put_draft(image_id: str, draft: Draft) -> dict:
         row(image_id)
-        return {"draft": drafts.put(image_id, draft.text), "flags": list(state.flags_of(image_id, draft.text))}
+        # flags of a text being typed: computed, not cached (the cache is for the captions' own texts)
+        return {"draft": drafts.put(image_id, draft.text), "flags": list(qa_flags(draft.text, state.rows[image_id]))}
 
     @app.delete("/api/drafts/{image_id}")
     def drop_draft(image_id: str) -> dict:

@@ -9,13 +9,14 @@ import click
 
 from t2iverw.options import source_root_option
 from t2iverw.review.serve import DEFAULT_PORT
+from t2iverw.review.state import SCOPES
 
 
 @click.command()
 @click.argument("build", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port to listen on (0: any free port).")
-@click.option("--only", "scope", type=click.Choice(["unreviewed", "flagged", "all"]), default="unreviewed",
+@click.option("--only", "scope", type=click.Choice(list(SCOPES)), default="unreviewed",
               show_default=True, help="Which captions the queue starts with.")
 @click.option("--reviewer", default=lambda: getpass.getuser(), show_default="your user name",
               help="Name recorded with every decision (the log is captions/review-NAME).")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from contextlib import ExitStack
+from pathlib import Path
 
 from t2iverw.build import BuildDir
 from t2iverw.errors import T2IError
@@ -88,3 +89,10 @@ class DecisionLog:
                 raise T2IError("the review log is closed")
             self._log.configure(self.settings, floor=after.get("t", 0))
             return self._log.append([record])[0]
+
+    @property
+    def path(self) -> Path:
+        """The log file this app appends to."""
+        if self._log is None:
+            raise T2IError("the review log is closed")
+        return self._log.path

@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from t2iverw.grid import unpack_grid
+from t2iverw.grid import grid_to_mask, unpack_grid
 from t2iverw.segment.masks import decode_rle
 from t2iverw.segment.show import ALPHA, COLOURS
 
@@ -21,9 +21,7 @@ def part_mask(record: dict, part: int, size: tuple[int, int]) -> np.ndarray:
     """Bool (H, W) mask of part `part` of a part record, for an image of `size` (width, height)."""
     if record.get("masks"):
         return decode_rle(record["masks"][part])
-    grid = unpack_grid(record["grid"]["cells"][part], tuple(record["grid"]["shape"]))
-    cells = Image.fromarray(grid.astype(np.uint8) * 255).resize(size, Image.NEAREST)
-    return np.asarray(cells) > 127
+    return grid_to_mask(unpack_grid(record["grid"]["cells"][part], tuple(record["grid"]["shape"])), size)
 
 
 def layer_png(mask: np.ndarray, part: int) -> bytes:

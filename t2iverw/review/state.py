@@ -66,25 +66,46 @@ class ReviewState:
             if self._changed("parts"):
                 self.parts = self.build.parts()
 
+    def wrote(self, record: dict, log: Path) -> None:
+        """Take in a record this app just appended to `log` (its own), without re-reading every log.
+
+        Only when no other caption log changed since the last read: another writer's record
+        could be newer, and then the next `refresh` reads them all as usual.
+        """
+        with self._lock:
+            before, now = dict(self._signature.get("captions", ())), dict(self._signature_of("captions"))
+            if {k: v for k, v in before.items() if k != log.name} != {k: v for k, v in now.items() if k != log.name}:
+                return
+            self._signature["captions"] = tuple(now.items())
+            cap = self._caption(record)
+            if cap is None:
+                self.captions.pop(record["image_id"], None)
+            else:
+                self.captions[record["image_id"]] = cap
+
     def _changed(self, stage: str) -> bool:
-        sig = tuple((p.name, st.st_size, st.st_mtime_ns) for p in log_paths(self.build.root, stage)
-                    if (st := _stat(p)) is not None)
+        sig = tuple(self._signature_of(stage).items())
         if self._signature.get(stage) == sig:
             return False
         self._signature[stage] = sig
         return True
 
+    def _signature_of(self, stage: str) -> dict[str, tuple[int, int]]:
+        return {p.name: (st.st_size, st.st_mtime_ns) for p in log_paths(self.build.root, stage)
+                if (st := _stat(p)) is not None}
+
     def _read_captions(self) -> dict[str, Caption]:
-        out = {}
-        for image_id, rec in self.build.latest("captions").items():
-            if image_id not in self.rows:
-                continue
-            human = rec.get("source") == "human"
-            if rec.get("status") != "ok" and not (human and rec.get("status") == "rejected"):
-                continue
-            machine = rec.get("edited_from") if human and rec.get("edited_from") is not None else rec["text"]
-            out[image_id] = Caption(rec, machine, self.flags_of(image_id, machine))
-        return out
+        caps = (self._caption(rec) for rec in self.build.latest("captions").values())
+        return {cap.record["image_id"]: cap for cap in caps if cap is not None}
+
+    def _caption(self, rec: dict) -> Caption | None:
+        """The reviewable caption of a latest record: ok, or rejected by a human (None otherwise)."""
+        image_id = rec["image_id"]
+        human = rec.get("source") == "human"
+        if image_id not in self.rows or (rec.get("status") != "ok" and not (human and rec.get("status") == "rejected")):
+            return None
+        machine = rec.get("edited_from") if human and rec.get("edited_from") is not None else rec["text"]
+        return Caption(rec, machine, self.flags_of(image_id, machine))
 
     def flags_of(self, image_id: str, text: str) -> tuple[str, ...]:
         """QA flags of `text` as a caption of `image_id` (cached: the queue asks for every image)."""
