@@ -38,3 +38,10 @@ def pack_grid(grid: np.ndarray) -> str:
 def unpack_grid(hexstr: str, shape: tuple[int, int]) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))
     return bits[: shape[0] * shape[1]].reshape(shape).astype(bool)
+
+
+def grid_to_mask(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A patch grid stretched over an image of `size` (width, height), nearest cell: how a part is drawn
+    when only its grid exists (an imported release has no pixel masks)."""
+    cells = Image.fromarray(grid.astype(np.uint8) * 255).resize(size, Image.NEAREST)
+    return np.asarray(cells) > 127

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from PIL import Image
 
 from t2iverw.constants import PARTS
 from t2iverw.report.load import Dataset
 from t2iverw.report.stats import CaptionStats, PartStats
-from t2iverw.segment.show import ALPHA, COLOURS
+from t2iverw.grid import grid_to_mask
+from t2iverw.segment.show import COLOURS, blend
 from t2iverw.storage import atomic_path
 
 HEAT_CMAP = "magma"
@@ -136,8 +136,8 @@ def gallery(data: Dataset, out: Path, count: int, seed: int) -> str | None:
         if ids[k] not in images:
             return None
         image = images[ids[k]]
-        masks = data.load_masks(ids[k]) or [_grid_mask(g, image.size) for g in data.grids[k]]
-        panels.append((ids[k], _blend(np.asarray(image, dtype=float) / 255.0, masks)))
+        masks = data.load_masks(ids[k]) or [grid_to_mask(g, image.size) for g in data.grids[k]]
+        panels.append((ids[k], blend(np.asarray(image, dtype=float) / 255.0, masks)))
     if not panels:
         return None
     cols = min(4, len(panels))
@@ -153,14 +153,3 @@ def gallery(data: Dataset, out: Path, count: int, seed: int) -> str | None:
     return _save(fig, out, "gallery.png")
 
 
-def _grid_mask(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A patch grid stretched over the image (what a release, which has no pixel masks, stores)."""
-    cells = Image.fromarray(grid.astype(np.uint8) * 255).resize(size, Image.NEAREST)
-    return np.asarray(cells) > 127
-
-
-def _blend(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-    out = image.copy()
-    for mask, colour in zip(masks, COLOURS):
-        out[mask] = (1 - ALPHA) * out[mask] + ALPHA * colour
-    return out

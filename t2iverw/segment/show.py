@@ -45,7 +45,7 @@ def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
     height = TITLE_IN + image_in + below
     fig = Figure(figsize=(FIG_WIDTH, height), dpi=120)
     ax = fig.add_axes((0.0, below / height, 1.0, image_in / height))
-    ax.imshow(_blend(image, _masks(record, image.shape[:2])))
+    ax.imshow(blend(image, _masks(record, image.shape[:2])))
     _draw_grid(ax, image.shape[:2], record["grid"]["shape"])
     ax.set_axis_off()
     labels = [f"{p} ({s:.2f})" for p, s in zip(PARTS, record["scores"])] if record.get("scores") else list(PARTS)
@@ -75,7 +75,7 @@ def _image_row(build: BuildDir, image_id: str) -> dict:
     raise T2IError(f"{image_id} is not in {build.images_path}")
 
 
-def _blend(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+def blend(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
     """Each part's colour mixed into the pixels it covers (later parts on top)."""
     out = image.copy()
     for mask, colour in zip(masks, COLOURS):
