@@ -85,23 +85,35 @@ def reply_problem(text: str, finish_reason: str | None) -> str | None:
     return None
 
 
-def _contradicts(vocab: dict[str, tuple[str, ...]], value: str | None, present: set[str]) -> bool:
-    """The caption names some entry of `vocab` but none that the metadata `value` names.
+AGREEMENT = ("agrees", "contradicts", "not mentioned", "metadata not in vocabulary")
 
-    Unknown metadata values (not in `vocab`) never contradict: there is nothing to check.
+
+def present_words(text: str) -> set[str]:
+    """The caption's words, and each without a plural 's' (so 'wheels' names 'wheel')."""
+    w = words(text)
+    return set(w) | {x.rstrip("s") for x in w}
+
+
+def agreement(vocab: dict[str, tuple[str, ...]], value: str | None, present: set[str]) -> str:
+    """How a caption's words (`present_words`) stand to the metadata `value`, one of AGREEMENT.
+
+    It contradicts when it names some entry of `vocab` but none that `value` names; a value
+    outside `vocab` cannot be checked (and so never contradicts).
     """
     tokens = set(words(value or ""))
     accepted = {n for k, names in vocab.items() if tokens & {k, *names} for n in names}
-    if not accepted or present & accepted:
-        return False
-    return any(present & set(names) for names in vocab.values())
+    if not accepted:
+        return "metadata not in vocabulary"
+    if present & accepted:
+        return "agrees"
+    return "contradicts" if any(present & set(names) for names in vocab.values()) else "not mentioned"
 
 
 def qa_flags(text: str, meta: dict) -> list[str]:
     """Review flags of one caption given its image's VERI-Wild metadata (color, type)."""
     low = text.lower()
     w = words(text)
-    present = set(w) | {x.rstrip("s") for x in w}
+    present = present_words(text)
     flags = []
     if len(w) < MIN_WORDS:
         flags.append("too_short")
@@ -110,9 +122,9 @@ def qa_flags(text: str, meta: dict) -> list[str]:
     for family, pattern in FAMILIES.items():
         if not pattern.search(low):
             flags.append(f"missing_{family}")
-    if _contradicts(COLOURS, meta.get("color"), present):
+    if agreement(COLOURS, meta.get("color"), present) == "contradicts":
         flags.append("colour_mismatch")
-    if _contradicts(TYPES, meta.get("type"), present):
+    if agreement(TYPES, meta.get("type"), present) == "contradicts":
         flags.append("type_mismatch")
     if REFUSAL.search(text):
         flags.append("refusal")

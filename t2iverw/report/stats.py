@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from t2iverw.caption.qa import COLOURS, FAMILIES, PAPER_MEAN_WORDS, TYPES, words
+from t2iverw.caption.qa import AGREEMENT, COLOURS, FAMILIES, PAPER_MEAN_WORDS, TYPES, agreement, present_words, words
 from t2iverw.constants import PARTS
 from t2iverw.report.load import Dataset
 
@@ -73,7 +73,7 @@ def caption_stats(frame: pd.DataFrame) -> CaptionStats:
                               for p in ATTRIBUTES.values()],
     })
     # agreement is judged on each image's first caption against that image's metadata
-    first = [words(ts[0]) for ts in captioned["texts"]]
+    first = [present_words(ts[0]) for ts in captioned["texts"]]
     agreement = pd.DataFrame([
         {"metadata": name, **_agreement(vocab, captioned[col].tolist(), first)}
         for name, col, vocab in (("colour", "color", COLOURS), ("type", "type", TYPES))
@@ -97,24 +97,11 @@ def caption_stats(frame: pd.DataFrame) -> CaptionStats:
     )
 
 
-def _agreement(vocab: dict[str, tuple[str, ...]], values: list, captions: list[list[str]]) -> dict:
+def _agreement(vocab: dict[str, tuple[str, ...]], values: list, captions: list[set[str]]) -> dict:
     """Shares of captions that name the metadata value, name another one, name none, or cannot be checked."""
-    known = {n for names in vocab.values() for n in names}
-    out = Counter()
-    for value, ws in zip(values, captions):
-        present = set(ws) | {w.rstrip("s") for w in ws}
-        tokens = set(words(value or ""))
-        accepted = {n for k, names in vocab.items() if tokens & {k, *names} for n in names}
-        if not accepted:
-            out["metadata not in vocabulary"] += 1
-        elif present & accepted:
-            out["agrees"] += 1
-        elif present & known:
-            out["contradicts"] += 1
-        else:
-            out["not mentioned"] += 1
+    out = Counter(agreement(vocab, value, present) for value, present in zip(values, captions))
     total = max(1, len(captions))
-    return {k: out[k] / total for k in ("agrees", "contradicts", "not mentioned", "metadata not in vocabulary")}
+    return {k: out[k] / total for k in AGREEMENT}
 
 
 def _shorten(text: str, limit: int = 160) -> str:
