@@ -23,10 +23,11 @@ import time
 
 import torch
 
-from t2iverw.baseline.config import PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, load_config
-from t2iverw.baseline.engine import make_optimizer
-from t2iverw.baseline.masking import mim_cells
-from t2iverw.baseline.model import build_model, load_clip, save_random_clip
+from t2iverw.training.config import PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, load_config
+from t2iverw.training.engine import make_optimizer
+from t2iverw.training.masking import mim_cells
+from t2iverw.models.backbones import load_clip, save_random_clip
+from t2iverw.models.pfcvr import build_model
 
 VIT_B16 = {
     "projection_dim": 512,

@@ -37,7 +37,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from t2iverw.baseline.cli import commands as baseline_commands
+    from t2iverw.training.cli import commands as training_commands
     from t2iverw.caption.cli import commands as caption_commands
     from t2iverw.commands import commands as dataset_commands
     from t2iverw.evaluation.cli import commands as eval_commands
@@ -46,7 +46,7 @@ def _register() -> None:
     from t2iverw.review.cli import commands as review_commands
     from t2iverw.segment.cli import commands as segment_commands
 
-    for group in (dataset_commands, caption_commands, segment_commands, eval_commands, baseline_commands,
+    for group in (dataset_commands, caption_commands, segment_commands, eval_commands, training_commands,
                   review_commands, report_commands, release_commands):
         for command in group:
             cli.add_command(command)

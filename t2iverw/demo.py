@@ -20,9 +20,9 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     """Build, export, load and evaluate a synthetic T2I-VeRW; returns the paths it made."""
     import datasets
 
-    from t2iverw.baseline.config import TINY_CONFIG, load_config
-    from t2iverw.baseline.engine import train
-    from t2iverw.baseline.predict import predict
+    from t2iverw.training.config import TINY_CONFIG, load_config
+    from t2iverw.training.engine import train
+    from t2iverw.training.predict import predict
     from t2iverw.caption import run_captions
     from t2iverw.evaluation import evaluate_predictions
     from t2iverw.evaluation.baselines import colour_word_scores, random_scores

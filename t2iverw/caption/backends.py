@@ -96,7 +96,7 @@ class TransformersBackend:
     generative = True
 
     def __init__(self, model: str):
-        from t2iverw.models import model_identity
+        from t2iverw.checkpoints import model_identity
 
         identity = model_identity(model)
         self.path = model

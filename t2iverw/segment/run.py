@@ -45,7 +45,7 @@ class SegmentWorker(Worker):
         self.segmenter = segmenter  # a loaded PartSegmenter (tests, benchmarks); else loaded in setup()
 
     def settings(self) -> dict:
-        from t2iverw.models import model_identity
+        from t2iverw.checkpoints import model_identity
 
         return {
             **model_identity(self.model),

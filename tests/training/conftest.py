@@ -94,7 +94,7 @@ def tiny_clip_dir(clip_tokenizer_dir, tmp_path_factory):
     import yaml
     from transformers import CLIPConfig, CLIPModel
 
-    from t2iverw.baseline.config import TINY_CONFIG
+    from t2iverw.training.config import TINY_CONFIG
 
     kwargs = yaml.safe_load(TINY_CONFIG.read_text())["random_clip"]
     kwargs["vision_config"] = {**kwargs["vision_config"], "image_size": 32}

@@ -6,10 +6,10 @@ import math
 
 import torch
 
-from t2iverw.baseline import losses
-from t2iverw.baseline.data import pool_grid
-from t2iverw.baseline.masking import mask_tokens, mim_cells
-from t2iverw.baseline.plfa import LearnedPool, mean_pool
+from t2iverw.models import losses
+from t2iverw.training.data import pool_grid
+from t2iverw.training.masking import mask_tokens, mim_cells
+from t2iverw.models.plfa import LearnedPool, mean_pool
 
 
 def test_sdm_is_small_for_aligned_features_and_large_for_shuffled():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from t2iverw.baseline.retrieval import Encoded, ranking, score_blocks, score_matrix
+from t2iverw.training.retrieval import Encoded, ranking, score_blocks, score_matrix
 
 
 def test_blocks_tile_the_whole_score_matrix():

@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 from transformers import AutoTokenizer
 
-from t2iverw.baseline.config import TINY_CONFIG, load_config
-from t2iverw.baseline.data import TrainImages, load_split, split_train
-from t2iverw.baseline.engine import make_accelerator, train_loader
+from t2iverw.training.config import TINY_CONFIG, load_config
+from t2iverw.training.data import TrainImages, load_split, split_train
+from t2iverw.training.engine import make_accelerator, train_loader
 
 export, run, out = sys.argv[1:4]
 cfg = load_config(TINY_CONFIG, {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in sys.argv[4:])})

@@ -14,74 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2iverw.baseline import losses
-from t2iverw.baseline.bmria import MimBranch, MlmBranch
-from t2iverw.baseline.config import Config
-from t2iverw.baseline.distributed import gather
-from t2iverw.baseline.plfa import LearnedPool, PartDecoder, mean_pool
+from t2iverw.models import losses
+from t2iverw.models.bmria import MimBranch, MlmBranch
+from t2iverw.models.plfa import LearnedPool, PartDecoder, mean_pool
+from t2iverw.training.config import Config
+from t2iverw.training.distributed import gather
 from t2iverw.constants import PART_TEXT
 from t2iverw.errors import T2IError
-
-MASK_TOKEN = "<|mask|>"
-
-
-def load_clip(source: str | Path, image_size: int):
-    """CLIPModel and its tokenizer from a hub id or local directory, positions resized to `image_size`."""
-    from transformers import AutoTokenizer, CLIPModel
-
-    try:
-        clip = CLIPModel.from_pretrained(str(source))
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
-    except OSError as exc:
-        raise T2IError(f"cannot load CLIP weights/tokenizer from {source!r}: {exc}".splitlines()[0]) from None
-    resize_position_embeddings(clip, image_size)
-    add_mask_token(clip, tokenizer)
-    return clip, tokenizer
-
-
-def save_random_clip(out: str | Path, clip_kwargs: dict) -> Path:
-    """Write a randomly initialised CLIPModel (from CLIPConfig kwargs) and the offline CLIP tokenizer to `out`."""
-    from transformers import CLIPConfig, CLIPModel
-
-    from t2iverw.clip_tokenizer import build_clip_tokenizer
-
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(**clip_kwargs)).save_pretrained(out)
-    build_clip_tokenizer(out)
-    return Path(out)
-
-
-def resize_position_embeddings(clip, image_size: int) -> None:
-    """Interpolate the vision position embeddings to `image_size` for good (IRRA does the same)."""
-    emb = clip.vision_model.embeddings
-    if emb.image_size == image_size:
-        return
-    if image_size % emb.patch_size:
-        raise T2IError(f"image_size {image_size} is not a multiple of the patch size {emb.patch_size}")
-    n = (image_size // emb.patch_size) ** 2
-    with torch.no_grad():
-        dummy = torch.zeros(1, n + 1, emb.embed_dim)
-        weight = emb.interpolate_pos_encoding(dummy, image_size, image_size)[0]
-    emb.position_embedding = nn.Embedding(n + 1, emb.embed_dim, _weight=weight.clone())
-    emb.register_buffer("position_ids", torch.arange(n + 1).expand((1, -1)), persistent=False)
-    emb.image_size, emb.num_patches, emb.num_positions = image_size, n, n + 1
-    clip.config.vision_config.image_size = image_size
-
-
-def add_mask_token(clip, tokenizer) -> None:
-    """Give the tokenizer a mask token for MLM (CLIP has none) and grow the embeddings to match."""
-    if tokenizer.mask_token is None:
-        tokenizer.add_special_tokens({"mask_token": MASK_TOKEN})
-    old = clip.text_model.embeddings.token_embedding
-    if old.num_embeddings >= len(tokenizer):
-        return
-    new = nn.Embedding(len(tokenizer), old.embedding_dim)
-    with torch.no_grad():  # new rows start at the mean embedding, as transformers' mean_resizing does
-        new.weight[: old.num_embeddings] = old.weight
-        new.weight[old.num_embeddings :] = old.weight.mean(dim=0)
-    clip.text_model.embeddings.token_embedding = new
-    clip.config.text_config.vocab_size = len(tokenizer)
-
 
 class PFCVR(nn.Module):
     def __init__(self, clip, cfg: Config, num_classes: int, part_tokens: dict):

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from t2iverw.baseline.data import EvalImages, queries, tokenize
+from t2iverw.training.data import EvalImages, queries, tokenize
 
 
 @dataclass

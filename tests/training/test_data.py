@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from t2iverw.baseline.config import TINY_CONFIG, load_config
-from t2iverw.baseline.data import (COPY_COLUMNS, TrainImages, collate, load_split, photometric, queries,
+from t2iverw.training.config import TINY_CONFIG, load_config
+from t2iverw.training.data import (COPY_COLUMNS, TrainImages, collate, load_split, photometric, queries,
                                    split_train)
-from t2iverw.baseline.engine import train_loader
+from t2iverw.training.engine import train_loader
 from t2iverw.constants import PARTS
 from t2iverw.errors import T2IError
 

@@ -23,12 +23,13 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from t2iverw.baseline.config import Config
-from t2iverw.baseline.data import (COLUMNS, COPY_COLUMNS, TrainImages, check_copies, collate, load_split,
+from t2iverw.training.config import Config
+from t2iverw.training.data import (COLUMNS, COPY_COLUMNS, TrainImages, check_copies, collate, load_split,
                                   split_train)
-from t2iverw.baseline.model import build_model, load_clip, save_random_clip
-from t2iverw.baseline.optim import lr_factor, param_groups
-from t2iverw.baseline.retrieval import encode, score_matrix
+from t2iverw.models.backbones import load_clip, save_random_clip
+from t2iverw.models.pfcvr import build_model
+from t2iverw.training.optim import lr_factor, param_groups
+from t2iverw.training.retrieval import encode, score_matrix
 from t2iverw.errors import T2IError
 from t2iverw.evaluation import evaluate
 from t2iverw.storage import JsonlWriter, atomic_path, read_jsonl, write_json, write_text

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from t2iverw.baseline.config import TINY_CONFIG
+from t2iverw.training.config import TINY_CONFIG
 
 SETTINGS = {"epochs": 2, "batch_size": 16, "num_workers": 0}
 ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
@@ -120,8 +120,8 @@ def _sdm_rank(rank: int, init: str, x, labels, w, out):
     """One rank of a 2-process gloo group: its half of the batch through a shared weight, SDM on the gathered batch."""
     import torch.distributed as dist
 
-    from t2iverw.baseline.distributed import gather
-    from t2iverw.baseline.losses import sdm
+    from t2iverw.training.distributed import gather
+    from t2iverw.models.losses import sdm
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     w = w.clone().requires_grad_(True)
@@ -138,7 +138,7 @@ def test_gathered_sdm_gives_the_single_process_loss_and_gradient(tmp_path):
     import torch
     import torch.multiprocessing as mp
 
-    from t2iverw.baseline.losses import sdm
+    from t2iverw.models.losses import sdm
 
     torch.manual_seed(0)
     x, w, labels = torch.randn(8, 5), torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 3, 1, 4, 5])

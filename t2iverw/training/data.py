@@ -24,8 +24,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from t2iverw.baseline.config import Config
-from t2iverw.baseline.masking import mask_tokens, mim_cells
+from t2iverw.training.config import Config
+from t2iverw.training.masking import mask_tokens, mim_cells
 from t2iverw.constants import AUGMENTED, GRID, PARTS, caption_list, query_id
 from t2iverw.errors import T2IError
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 import yaml
 
-from t2iverw.baseline import losses
-from t2iverw.baseline.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG,
+from t2iverw.models import losses
+from t2iverw.training.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG,
                                      config_from_options, load_config)
-from t2iverw.baseline.data import TrainImages, collate, load_split, split_train
-from t2iverw.baseline.model import build_model, load_clip
+from t2iverw.training.data import TrainImages, collate, load_split, split_train
+from t2iverw.models.backbones import load_clip
+from t2iverw.models.pfcvr import build_model
 
 # the sizes of the tiny config, to build any config's modules on the tiny backbone
 TINY_SIZES = ("image_size", "heads", "part_decoder_layers", "part_ffn", "mlm_layers", "mim_layers", "mim_head_dim",

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from t2iverw.baseline.config import PFCVR_CONFIG, PFCVR_PAPER_CONFIG, load_config
-from t2iverw.baseline.engine import make_optimizer
-from t2iverw.baseline.model import build_model, load_clip
-from t2iverw.baseline.optim import lr_factor, param_groups
+from t2iverw.training.config import PFCVR_CONFIG, PFCVR_PAPER_CONFIG, load_config
+from t2iverw.training.engine import make_optimizer
+from t2iverw.models.backbones import load_clip
+from t2iverw.models.pfcvr import build_model
+from t2iverw.training.optim import lr_factor, param_groups
 
 BASE, DECAY = 1e-5, 4e-5
 

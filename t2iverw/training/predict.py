@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from t2iverw.baseline.config import load_config
-from t2iverw.baseline.engine import EVAL_COLUMNS, SUMMARY, TEST_WARNING, WEIGHTS
-from t2iverw.baseline.data import load_split
-from t2iverw.baseline.model import PFCVR, build_model
-from t2iverw.baseline.retrieval import encode, ranking, score_blocks
+from t2iverw.training.config import load_config
+from t2iverw.training.engine import EVAL_COLUMNS, SUMMARY, TEST_WARNING, WEIGHTS
+from t2iverw.training.data import load_split
+from t2iverw.models.pfcvr import PFCVR, build_model
+from t2iverw.training.retrieval import encode, ranking, score_blocks
 from t2iverw.errors import T2IError
 from t2iverw.storage import atomic_path
 

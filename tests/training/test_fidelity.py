@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from t2iverw.baseline.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG, Config,
+from t2iverw.training.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG, Config,
                                      load_config)
 from t2iverw.errors import T2IError
 

@@ -16,7 +16,7 @@ import math
 
 from torch import nn
 
-from t2iverw.baseline.config import Config
+from t2iverw.training.config import Config
 
 RELEASE_CROSS = ("mlm.cross_attn.", "mlm.cross_transformer.")  # the release's `cross` in the name
 RELEASE_HEADS = ("classifier.", "mlm.head.")  # the release's `classifier` / `mlm_head`

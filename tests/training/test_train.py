@@ -15,13 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from t2iverw.baseline.config import PFCVR_PAPER_CONFIG, TINY_CONFIG, load_config
-from t2iverw.baseline.data import load_split, split_train
-from t2iverw.baseline.engine import TEST_WARNING
-from t2iverw.baseline.model import build_model, load_clip
-from t2iverw.baseline.optim import lr_factor
-from t2iverw.baseline.predict import predict
-from t2iverw.baseline.retrieval import encode, score_matrix
+from t2iverw.training.config import PFCVR_PAPER_CONFIG, TINY_CONFIG, load_config
+from t2iverw.training.data import load_split, split_train
+from t2iverw.training.engine import TEST_WARNING
+from t2iverw.models.backbones import load_clip
+from t2iverw.models.pfcvr import build_model
+from t2iverw.training.optim import lr_factor
+from t2iverw.training.predict import predict
+from t2iverw.training.retrieval import encode, score_matrix
 from t2iverw.cli import cli
 from t2iverw.evaluation import evaluate, evaluate_predictions
 

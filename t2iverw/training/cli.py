@@ -23,8 +23,8 @@ CACHE_HELP = ("Load through datasets.load_dataset with this cache directory (def
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=CACHE_HELP)
 def train(dataset, out, config_path, clip, epochs, batch_size, no_plfa, no_bmria, no_aug, sets, cache_dir) -> None:
     """Train the PFCVR reference baseline (run under `accelerate launch` for several processes)."""
-    from t2iverw.baseline.config import config_from_options
-    from t2iverw.baseline.engine import train as run_training
+    from t2iverw.training.config import config_from_options
+    from t2iverw.training.engine import train as run_training
 
     off = [name for name, flag in (("plfa", no_plfa), ("bmria", no_bmria), ("aug", no_aug)) if flag]
     cfg = config_from_options(config_path, sets, off, clip=clip, epochs=epochs, batch_size=batch_size)
@@ -57,9 +57,9 @@ def predict(run, dataset, out, scores, top_k, full, batch_size, device, num_work
     """
     from pathlib import Path
 
-    from t2iverw.baseline.config import load_config
-    from t2iverw.baseline.predict import predict as run_predict
-    from t2iverw.baseline.predict import run_meta
+    from t2iverw.training.config import load_config
+    from t2iverw.training.predict import predict as run_predict
+    from t2iverw.training.predict import run_meta
 
     path = run_predict(run, dataset, out, scores, 0 if full else top_k, batch_size, device, num_workers, cache_dir)
     click.echo(f"ranks written to {path}")
