@@ -27,13 +27,20 @@ def load_clip(source: str | Path, image_size: int):
 
 
 def save_random_clip(out: str | Path, clip_kwargs: dict) -> Path:
-    """Write a randomly initialised CLIPModel (from CLIPConfig kwargs) and the offline CLIP tokenizer to `out`."""
+    """Write a randomly initialised CLIPModel (from CLIPConfig kwargs) and the offline CLIP tokenizer to `out`.
+
+    The weights are drawn from seed 0 in a forked RNG, so the same kwargs give the same
+    backbone and the caller's seed (the run's `seed`: shuffling, masking, new modules) is
+    left as it was: reseeding the global RNG here made every run's `seed` ineffective.
+    """
     from transformers import CLIPConfig, CLIPModel
 
     from t2iverw.clip_tokenizer import build_clip_tokenizer
 
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(**clip_kwargs)).save_pretrained(out)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        clip = CLIPModel(CLIPConfig(**clip_kwargs))
+    clip.save_pretrained(out)
     build_clip_tokenizer(out)
     return Path(out)
 
