@@ -43,10 +43,11 @@ def encode(model, rows, tokenizer, batch_size: int, device, num_workers: int = 0
         texts.append(model.encode_text(tok["input_ids"], tok["attention_mask"]).cpu())
     image_ids, labels = rows["image_id"], rows["vehicle_id"]
     order = sorted(range(len(image_ids)), key=image_ids.__getitem__)
-    loader = DataLoader(EvalImages(rows, cfg.image_size, order), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(EvalImages(rows, cfg.image_size, order, model.image_mean, model.image_std),
+                        batch_size=batch_size, num_workers=num_workers)
     images = [model.encode_image(pixels.to(device)).cpu()
               for pixels in tqdm(loader, desc="encode images", unit="batch", leave=False)]
-    width = model.clip.config.projection_dim
+    width = images[0].shape[1] if images else 0
     return Encoded(q.ids, q.labels, torch.cat(texts) if texts else torch.zeros(0, width),
                    [image_ids[i] for i in order], [labels[i] for i in order], torch.cat(images))
 
