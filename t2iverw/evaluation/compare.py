@@ -72,12 +72,12 @@ def prediction_file(path: Path) -> Path:
     raise T2IError(f"{path} has no {RANKS} or scores file: run `t2iverw predict --run {path} --dataset DS` first")
 
 
-def load_systems(dataset: str | Path, specs: list[str], direction: str = "t2i") -> tuple[GroundTruth, list[System]]:
-    """Every system scored against the test split, read once; refused if they ranked different sets."""
-    if not specs:
+def load_systems(dataset: str | Path, named: list[tuple[str, Path]],
+                 direction: str = "t2i") -> tuple[GroundTruth, list[System]]:
+    """Every (name, path) system scored against the test split, read once; refused if they ranked different sets."""
+    if not named:
         raise T2IError("give at least one SYSTEM to compare")
     truth = ground_truth(dataset, direction)
-    named = [parse_spec(s) for s in specs]
     names = [n for n, _ in named]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
@@ -143,7 +143,7 @@ def per_query_columns(per_query: PerQuery) -> dict[str, np.ndarray | None]:
 def compare(dataset: str | Path, specs: list[str], *, ci: float = 95.0, resamples: int = RESAMPLES,
             unit: str = "identity", seed: int = 0, direction: str = "t2i", progress: bool = False) -> dict:
     """{"systems": {name: metrics, "<m>_ci": [lo, hi]}, "pairs": [...], "unit", "resamples", "ci_level"}."""
-    truth, systems = load_systems(dataset, specs, direction)
+    truth, systems = load_systems(dataset, [parse_spec(s) for s in specs], direction)
     return compare_systems(systems, unit_groups(truth, unit), ci=ci, resamples=resamples, unit=unit, seed=seed,
                            progress=progress)
 
