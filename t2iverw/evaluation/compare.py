@@ -88,7 +88,7 @@ def load_systems(dataset: str | Path, named: list[tuple[str, Path]],
         if file.suffix == ".json":
             parsed, meta = read_ranks(file)
             ranks = resolve_ranks(parsed, str(file))
-            sets.append((name, set(ranks), _listed(ranks)))
+            sets.append((name, set(ranks), _listed(ranks, len(truth.gallery_ids))))
             loaded.append((name, file, {"ranks": {"meta": meta, "ranks": ranks}}))
         else:
             matrix, meta = load_scores(file)
@@ -102,10 +102,9 @@ def load_systems(dataset: str | Path, named: list[tuple[str, Path]],
     return truth, systems
 
 
-def _listed(ranks: dict) -> set | None:
-    """The gallery a full ranking covers (None for top-K lists, which list only part of it)."""
-    lengths = {len(v) for v in ranks.values() if isinstance(v, list)}
-    if len(lengths) != 1:
+def _listed(ranks: dict, gallery_size: int) -> set | None:
+    """The gallery full rankings cover (None for top-K lists, which list only part of it)."""
+    if {len(v) if isinstance(v, list) else -1 for v in ranks.values()} != {gallery_size}:
         return None
     return {g for v in ranks.values() for g in v if isinstance(g, str)}
 

@@ -116,5 +116,14 @@ def test_systems_over_different_queries_are_refused(export_dir, tmp_path):
     code, out = run(export_dir, tmp_path / "a", tmp_path / "b.json")
     assert code == 2
     assert out.count("\n") == 1 and out.startswith("Error: ") and repr(dropped) in out and "queries" in out
+    swapped = {q: [*v[:-1], "not-an-image"] for q, v in full.items()}  # full rankings over another gallery
+    (tmp_path / "c.json").write_text(json.dumps(swapped))
+    code, out = run(export_dir, tmp_path / "a", tmp_path / "c.json")
+    assert code == 2 and out.count("\n") == 1 and "gallery items" in out
+    assert repr(truth.gallery_ids[-1]) in out and "'not-an-image'" in out
+    top = {q: v[:3] for q, v in full.items()}  # top-3 lists of the same gallery are comparable
+    (tmp_path / "top.json").write_text(json.dumps(top))
+    code, out = run(export_dir, tmp_path / "a", tmp_path / "top.json", "--resamples", 50, "--json")
+    assert code == 0, out
     code, out = run(export_dir, tmp_path / "a", tmp_path / "missing")
     assert code == 2 and out.startswith("Error: ") and "does not exist" in out
