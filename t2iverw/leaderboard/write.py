@@ -129,8 +129,9 @@ def _row(run: Run, metrics: dict, fingerprints: set[str]) -> dict:
         value, bounds = metrics.get(m), metrics.get(f"{m}_ci")
         cells[m] = metrics.get(m)
         cells[f"{m}_ci"] = bounds
-        cells[f"{m}_text"] = MISSING if value is None else f"{value:.2f}" + (
-            f" [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else "")
+        cells[f"{m}_value"] = MISSING if value is None else f"{value:.2f}"
+        cells[f"{m}_interval"] = f"[{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else ""
+        cells[f"{m}_text"] = f"{cells[f'{m}_value']} {cells[f'{m}_interval']}".strip()
     return cells
 
 
