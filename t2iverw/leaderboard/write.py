@@ -19,7 +19,8 @@ from pathlib import Path
 import jinja2
 
 from t2iverw.errors import T2IError
-from t2iverw.evaluation.compare import METRICS, load_systems, prediction_file, significant_pairs, compare_systems, unit_groups
+from t2iverw.evaluation.compare import (METRICS, compare_systems, load_systems, prediction_file, significant_pairs,
+                                        unit_groups)
 from t2iverw.fingerprints import dataset_fingerprint
 from t2iverw.leaderboard.published import PUBLISHED_NOTE, published_tables
 from t2iverw.storage import atomic_path, write_text
@@ -98,12 +99,12 @@ def write_leaderboard(runs: list[Path], dataset: Path | None, out: Path, *, ci: 
         measured = [read_run(Path(p), n) for p, n in zip(runs, names)]
         truth, systems = load_systems(dataset, [(r.name, r.path) for r in measured])
         result = compare_systems(systems, unit_groups(truth, unit), ci=ci, resamples=resamples, unit=unit, seed=seed)
-        fingerprints = {dataset_fingerprint(dataset, split) for split in (None, "train", "test")}
+        fingerprints = {dataset_fingerprint(dataset, split) for split in (None, "train", "test")}  # any a run may record
     out.mkdir(parents=True, exist_ok=True)
     rows = [_row(r, result["systems"][r.name], fingerprints) for r in measured]
     context = {
         "dataset": str(dataset) if dataset else None,
-        "dataset_fingerprint": dataset_fingerprint(dataset) if dataset else None,
+        "dataset_fingerprint": dataset_fingerprint(dataset) if dataset else None,  # of the whole export
         "rows": rows, "metrics": METRICS, "significance": significance_line(result, unit),
         "published": published_tables(), "published_note": PUBLISHED_NOTE,
         "ci": ci, "unit": unit, "resamples": resamples,
