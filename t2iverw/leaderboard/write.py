@@ -83,7 +83,8 @@ def _meta(ranks: Path) -> dict:
 
 def run_names(paths: list[Path]) -> list[str]:
     """Each run's directory name, numbered where two share one."""
-    base = [(p if p.is_dir() else p.parent).resolve().name or str(p) for p in paths]
+    folders = [p if p.is_dir() else p.parent for p in paths]
+    base = [f.name or f.resolve().name for f in folders]  # as given (a link keeps its name); "." by its real one
     return [b if base.count(b) == 1 else f"{b} ({base[:i + 1].count(b)})" for i, b in enumerate(base)]
 
 
