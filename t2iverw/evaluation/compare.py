@@ -265,11 +265,13 @@ def format_comparison(result: dict) -> str:
         lines.append(f"{name:<{width}}" + "".join(cells) + ("  (selected on TEST)" if row["selected_on_test"] else ""))
     if result["pairs"]:
         lines.append("")
-        lines.append("pair (a - b)                        metric    delta            interval        p    p_holm")
-        for r in result["pairs"]:
+        labels = [f"{r['a']} - {r['b']}" for r in result["pairs"]]
+        pad = max(14, *(len(label) + 2 for label in labels))
+        lines.append(f"{'pair (a - b)':<{pad}}{'metric':<8}{'delta':>8}{'interval':>22}{'p':>10}{'p_holm':>10}")
+        for label, r in zip(labels, result["pairs"]):
             star = " *" if r["p_holm"] < 0.05 else ""
-            label = f"{r['a']} - {r['b']}"
-            lines.append(f"{label:<36}{r['metric']:<6}{r['delta']:>+9.2f}  [{r['delta_ci'][0]:+.2f}, "
-                         f"{r['delta_ci'][1]:+.2f}]  {r['p']:>8.4f}  {r['p_holm']:>8.4f}{star}")
+            interval = f"[{r['delta_ci'][0]:+.2f}, {r['delta_ci'][1]:+.2f}]"
+            lines.append(f"{label:<{pad}}{r['metric']:<8}{r['delta']:>+8.2f}{interval:>22}{r['p']:>10.4f}"
+                         f"{r['p_holm']:>10.4f}{star}")
         lines.append(f"{result['test']}; * p_holm < 0.05")
     return "\n".join(lines)
