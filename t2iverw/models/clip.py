@@ -2,7 +2,8 @@
 
 Features are CLIP's own: `get_image_features` (the pooled CLS after the final LayerNorm
 and the visual projection) and `get_text_features` (the end-of-text state after the
-final LayerNorm and the text projection), L2-normalised. Nothing is trained
+final LayerNorm and the text projection), L2-normalised; transformers 5 returns them as
+the `pooler_output` of the towers' outputs. Nothing is trained
 (`trainable = False`); `t2iverw predict --model clip --clip PATH` builds it from
 benchmark/configs/clip.yaml. No mask token is added and, at the native input size,
 no position embedding is resized, so the weights are exactly the checkpoint's.
@@ -68,8 +69,8 @@ class ZeroShotCLIP(RetrievalModel):
         raise T2IError("zero-shot CLIP is not trained: use `t2iverw predict --model clip`")
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.clip.get_image_features(pixel_values=pixels).float(), dim=-1)
+        return F.normalize(self.clip.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).float(),
-                           dim=-1)
+        out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        return F.normalize(out.pooler_output.float(), dim=-1)

@@ -25,7 +25,7 @@ from t2iverw.grid import grid_to_mask
 from t2iverw.review.app import guard, hex_colours
 from t2iverw.review.overlay import layer_png, part_mask
 from t2iverw.search.failures import first_correct, worst
-from t2iverw.search.index import Searcher, test_queries
+from t2iverw.search.index import Searcher, split_queries
 
 MAX_TOP = 100
 
@@ -42,7 +42,7 @@ class Gallery:
         rows = load_split(dataset, "test", ["image_id", "vehicle_id", "image"], optional=["part_masks", "part_grid"])
         rows = rows.cast_column("image", datasets.Image(decode=False))
         self.rows = {r["image_id"]: r for r in rows}
-        self.queries = test_queries(dataset)
+        self.queries = split_queries(dataset)
 
     def row(self, image_id: str) -> dict:
         if image_id not in self.rows:

@@ -192,8 +192,8 @@ def _gallery(model, dataset, device, batch_size, num_workers, root: Path | None,
     return ids, labels, gallery, facts
 
 
-def test_queries(dataset):
-    """The test split's captions as `training.data.Queries` (ids, texts, vehicle ids), in query-id order."""
+def split_queries(dataset, split: str = "test"):
+    """A split's captions as `training.data.Queries` (ids, texts, vehicle ids), in query-id order."""
     from t2iverw.training.data import load_split, queries
 
-    return queries(load_split(dataset, "test", ["vehicle_id", "caption_id", "caption", "captions"]))
+    return queries(load_split(dataset, split, ["vehicle_id", "caption_id", "caption", "captions"]))
