@@ -45,10 +45,11 @@ def _register() -> None:
     from t2iverw.release.cli import commands as release_commands
     from t2iverw.report.cli import commands as report_commands
     from t2iverw.review.cli import commands as review_commands
+    from t2iverw.search.cli import commands as search_commands
     from t2iverw.segment.cli import commands as segment_commands
 
     for group in (dataset_commands, caption_commands, segment_commands, eval_commands, training_commands,
-                  review_commands, report_commands, release_commands, leaderboard_commands):
+                  review_commands, search_commands, report_commands, release_commands, leaderboard_commands):
         for command in group:
             cli.add_command(command)
 
