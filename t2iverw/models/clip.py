@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from t2iverw.errors import T2IError
 from t2iverw.models.backbones import resize_position_embeddings, save_random_clip
 from t2iverw.models.base import RetrievalModel
-from t2iverw.training.config import Config
+from t2iverw.training.config import ClipBackboneConfig
 
 
 @dataclass
-class ClipConfig(Config):
+class ClipConfig(ClipBackboneConfig):
     """Only the shared CLIP keys (`clip`, `random_clip`, `image_size`, `text_length`) matter to a zero-shot model."""
 
 

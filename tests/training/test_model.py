@@ -8,7 +8,7 @@ import yaml
 
 from t2iverw.models import losses
 from t2iverw.models.base import NEEDS
-from t2iverw.training.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG,
+from t2iverw.training.config import (CONFIGS, PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG,
                                      config_from_options, load_config)
 from t2iverw.training.data import TrainImages, collate, load_split, split_train
 from t2iverw.models.backbones import load_clip
@@ -162,3 +162,25 @@ def test_ablation_flags_work_on_every_config(train_split, tiny_clip_dir, base, f
     terms = model_for(cfg, tiny_clip_dir)(collate([data[0], data[1]]))
     assert ("part" in terms) == cfg.plfa and ("mim" in terms) == cfg.bmria
     assert all(torch.isfinite(t) for t in terms.values())
+
+
+def test_irra_builds_only_its_modules_and_every_one_learns(batch, tiny_clip_dir):
+    """IRRA is PFCVR's global branch + MLM: no part decoder, no MIM decoder, and each loss reaches its module."""
+    from t2iverw.models.irra import IRRA
+
+    cfg = load_config(CONFIGS / "irra-tiny.yaml", {"clip": str(tiny_clip_dir), "random_clip": None})
+    clip, tokenizer = load_clip(tiny_clip_dir, cfg.image_size)
+    torch.manual_seed(0)
+    model = IRRA(clip, cfg, 50)
+    assert IRRA.batch_needs(cfg) == {"mlm"}
+    terms = model({k: v for k, v in batch.items() if k not in ("part_grid", "mim_hidden")})
+    assert set(terms) == {"sdm", "id", "mlm"} and all(torch.isfinite(t) for t in terms.values())
+    assert {n.split(".")[0] for n, _ in model.named_parameters()} == {"clip", "classifier", "mlm"}
+    for name, module in (("sdm", model.clip.visual_projection), ("id", model.classifier), ("mlm", model.mlm.head)):
+        model.zero_grad()
+        terms = model({k: v for k, v in batch.items() if k not in ("part_grid", "mim_hidden")})
+        terms[name].backward()
+        assert any(p.grad is not None and p.grad.any() for p in module.parameters()), name
+    model.zero_grad()
+    model(batch)["sdm"].backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.mlm.parameters())  # SDM never reaches MLM
