@@ -86,6 +86,7 @@ class IVTConfig(Config):
     vocab_size: int = 30522
     bmm_percent: float = 0.2
     mla_levels: list = field(default_factory=lambda: ["sentence", "phrase", "word"])
+    loss_weights: dict = field(default_factory=lambda: {"cmpm": 1.0})
 
 
 class IVT(RetrievalModel):
