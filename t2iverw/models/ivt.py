@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +111,24 @@ class IVT(RetrievalModel):
         self.pos_txt = nn.Parameter(torch.randn(1, cfg.text_length, d) * 0.02)
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d)
+
+    @classmethod
+    def build(cls, cfg: IVTConfig, num_classes: int, workdir: Path):
+        """A randomly initialised IVT and the offline CLIP tokenizer (BERT's is not reachable: see FIDELITY)."""
+        from t2iverw.clip_tokenizer import build_clip_tokenizer
+
+        tokenizer = build_clip_tokenizer(model_max_length=cfg.text_length)
+        cfg.vocab_size = max(cfg.vocab_size, len(tokenizer))
+        return cls(cfg), tokenizer
+
+    @classmethod
+    def from_run(cls, cfg: IVTConfig, num_classes: int, folder: Path):
+        from transformers import AutoTokenizer
+
+        return cls(cfg), AutoTokenizer.from_pretrained(folder)
+
+    def save_run_files(self, tokenizer, folder: Path) -> None:
+        tokenizer.save_pretrained(folder)
 
     @classmethod
     def train_texts(cls, caption: str, rng: random.Random) -> list[str]:
