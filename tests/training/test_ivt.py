@@ -48,3 +48,16 @@ def test_gradients_reach_both_mlps_and_the_shared_attention():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
     assert names == {"patch_embed", "cls_vis", "pos_vis", "word_embed", "pos_txt", "blocks", "norm"}
+
+
+def test_run_files_round_trip_gives_the_same_text_features(tmp_path):
+    cfg = IVTConfig(dim=16, depth=1, heads=2, image_size=40, text_length=8)
+    model, tok = IVT.build(cfg, 3, tmp_path)
+    model.save_run_files(tok, tmp_path / "backbone")
+    again, tok2 = IVT.from_run(cfg, 3, tmp_path / "backbone")
+    again.load_state_dict(model.state_dict())
+    enc = tok2(["a red car"], padding="max_length", max_length=8, truncation=True, return_tensors="pt")
+    model.eval(), again.eval()
+    a = model.encode_text(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(a, again.encode_text(enc["input_ids"], enc["attention_mask"]))
+    assert torch.allclose(a.norm(dim=-1), torch.ones(1))
