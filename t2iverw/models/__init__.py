@@ -16,6 +16,7 @@ MODELS: dict[str, str] = {
     "pfcvr": "t2iverw.models.pfcvr:PFCVR",
     "irra": "t2iverw.models.irra:IRRA",
     "clip": "t2iverw.models.clip:ZeroShotCLIP",
+    "ivt": "t2iverw.models.ivt:IVT",
 }
 
 

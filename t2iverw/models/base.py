@@ -22,6 +22,9 @@ The contract, in the order the engine uses it:
   model asking for "mim" or "part_grid" has an int attribute `grid` (patches per side).
 - `backbone_prefixes`: parameter-name prefixes of the pretrained backbone, which
   `lr_groups: new_modules` keeps at the base rate.
+- `train_texts(caption, rng)`: the texts a training item's caption becomes (default: the
+  caption alone); each is one sample of the item, all in one batch like the augmented
+  copies (IVT's sentence, phrase and word levels).
 - `forward(batch)`: a dict of named **unweighted** losses; the engine weights them with
   `cfg.loss_weights` (a returned name without a weight is an error).
 - `encode_image(pixels)` / `encode_text(input_ids, attention_mask)`: L2-normalised
@@ -35,6 +38,7 @@ class's `image_mean` / `image_std`; `input_ids`, `attention_mask` (B, text_lengt
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,6 +85,10 @@ class RetrievalModel(nn.Module):
     @classmethod
     def batch_needs(cls, cfg) -> frozenset[str]:
         return frozenset()
+
+    @classmethod
+    def train_texts(cls, caption: str, rng: random.Random) -> list[str]:
+        return [caption]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

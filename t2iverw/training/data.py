@@ -14,6 +14,7 @@ grid (a cell is on when any part of it is), so a smaller model input still gets 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,10 +144,14 @@ class TrainImages(Dataset):
     """
 
     def __init__(self, split: TrainSplit, tokenizer, cfg: Config, grid: int, needs: frozenset[str] = frozenset(),
-                 mean: tuple = tuple(OPENAI_CLIP_MEAN), std: tuple = tuple(OPENAI_CLIP_STD)):
+                 mean: tuple = tuple(OPENAI_CLIP_MEAN), std: tuple = tuple(OPENAI_CLIP_STD),
+                 train_texts: Callable[[str, random.Random], list[str]] = lambda caption, rng: [caption]):
         """`grid`: patches per side of the model's input; `needs`: the optional fields the model
-        asks for (RetrievalModel.batch_needs); `mean`/`std`: its pixel normalisation."""
+        asks for (RetrievalModel.batch_needs); `mean`/`std`: its pixel normalisation;
+        `train_texts`: the texts an item's caption becomes (RetrievalModel.train_texts), each
+        one sample of the item, kept in one batch like the augmented copies."""
         self.rows, self.items, self.tokenizer, self.cfg = split.fit, split.items, tokenizer, cfg
+        self.train_texts = train_texts
         self.label = {v: i for i, v in enumerate(split.classes)}
         self.grid, self.needs = grid, needs
         self.variants = VARIANTS if cfg.aug else VARIANTS[:1]
@@ -169,7 +174,15 @@ class TrainImages(Dataset):
         item = index // self.per_epoch
         row_index, k = self.items[item]
         row = self.rows[row_index]
-        tokens = tokenize(self.tokenizer, [caption_list(row["captions"], row["caption"])[k]], self.cfg.text_length)
+        texts = self.train_texts(caption_list(row["captions"], row["caption"])[k], random)
+        samples = [self._sample(row, text, item, index) for text in texts]
+        if len(samples) == 1:
+            return samples[0]
+        return [s for sample in samples for s in (sample if isinstance(sample, list) else [sample])]
+
+    def _sample(self, row: dict, caption: str, item: int, index: int) -> dict | list[dict]:
+        """The sample(s) of one text of an item: one, or its augmented copies."""
+        tokens = tokenize(self.tokenizer, [caption], self.cfg.text_length)
         text = {"input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0],
                 "labels": torch.tensor(self.label[row["vehicle_id"]]), "item": torch.tensor(item)}
         if self.per_epoch > 1:  # one copy per sample

@@ -95,7 +95,7 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
     if accelerator.is_main_process:
         _write_run_files(out, cfg, model, tokenizer, splits.classes)
     data = TrainImages(splits, tokenizer, cfg, getattr(model, "grid", 1), model_class.batch_needs(cfg),
-                       model_class.image_mean, model_class.image_std)
+                       model_class.image_mean, model_class.image_std, model_class.train_texts)
     loader = train_loader(data, cfg)
     optimizer = make_optimizer(model, cfg)
     steps = len(loader)  # global batches per epoch; with split_batches the scheduler steps once per global batch
