@@ -191,7 +191,7 @@ class TrainImages(Dataset):
             variant = self.variants[index % self.per_epoch]
             return self._copy(row, self._pixels(row, variant, None), masks, self._masked(text))
         text = self._masked(text)  # one masking shared by the copies, as released
-        original = _decode(row["image"])  # decoded once; the generated copies are made from this array
+        original = decode_rgb(row["image"])  # decoded once; the generated copies are made from this array
         copies = [self._copy(row, self._pixels(row, variant, original), masks, text) for variant in self.variants]
         return copies if self.cfg.aug else copies[0]
 
@@ -216,8 +216,8 @@ class TrainImages(Dataset):
         """[0, 1] float pixels of one copy: the export's own copy (`aug_source: release`) or one generated
         from `original` (the decoded original, decoded here when not given)."""
         if variant != "original" and self.cfg.aug_source == "release":
-            return _decode(row[f"image_{variant}"])
-        return photometric(_decode(row["image"]) if original is None else original, variant, self.cfg)
+            return decode_rgb(row[f"image_{variant}"])
+        return photometric(decode_rgb(row["image"]) if original is None else original, variant, self.cfg)
 
     @staticmethod
     def _parts(row: dict) -> torch.Tensor:
@@ -232,7 +232,7 @@ class TrainImages(Dataset):
         return self._parts(row).any(dim=0)
 
 
-def _decode(image) -> torch.Tensor:
+def decode_rgb(image) -> torch.Tensor:
     """A PIL image as (3, H, W) float32 pixels in [0, 1]."""
     return v2.functional.to_dtype(v2.functional.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
 
