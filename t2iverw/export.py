@@ -36,6 +36,10 @@ from t2iverw.storage import staged_dir
 SHARD_BYTES = 500 * 1024**2  # what `datasets` aims for when it shards Parquet
 BATCH_ROWS = 256
 EXPORT_FILES = {"data", "README.md"}
+# what the export and its card read of each record (the rest of a record is left unread in memory)
+PROVENANCE = ("source", "fp", "settings", "image_sha256")
+CAPTION_FIELDS = ("text", "texts", "edited_from", *PROVENANCE)
+PART_FIELDS = ("grid", "masks", "scores", *PROVENANCE)
 
 
 @dataclass
@@ -73,7 +77,7 @@ def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_ima
         raise T2IError("--augmented-copies adds image columns; it cannot go with --no-images")
     _check_replaceable(out)
     split = bd.split()
-    captions, parts = bd.captions(), bd.parts()
+    captions, parts = bd.captions(CAPTION_FIELDS), bd.parts(PART_FIELDS)
     check_consistency(bd, split, {"caption": captions, "segment": parts})
     release = {k: r for k, r in bd.latest("release").items() if r.get("status") == "ok"}
     grid = _grid_shape(parts)
