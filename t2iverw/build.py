@@ -104,19 +104,20 @@ class BuildDir:
         return json.loads(self.split_path.read_text())
 
     # --- record logs (caption, segment, release import, review) ---------------------
-    def latest(self, stage: str) -> dict[str, dict]:
-        """image_id -> the latest record of `stage` ('captions', 'parts', 'release'), of any status."""
+    def latest(self, stage: str, fields: tuple[str, ...] | None = None) -> dict[str, dict]:
+        """image_id -> the latest record of `stage` ('captions', 'parts', 'release'), of any status
+        (with `fields`: only those keys of each, see runner.records.latest)."""
         from t2iverw.runner.records import latest
 
-        return latest(self.root, stage)
+        return latest(self.root, stage, fields)
 
-    def captions(self) -> dict[str, dict]:
+    def captions(self, fields: tuple[str, ...] | None = None) -> dict[str, dict]:
         """image_id -> latest caption record, where it is ok (failed and rejected ones are not captions)."""
-        return {k: r for k, r in self.latest("captions").items() if r.get("status") == "ok"}
+        return {k: r for k, r in self.latest("captions", fields).items() if r.get("status") == "ok"}
 
-    def parts(self) -> dict[str, dict]:
+    def parts(self, fields: tuple[str, ...] | None = None) -> dict[str, dict]:
         """image_id -> latest part record, where it is ok."""
-        return {k: r for k, r in self.latest("parts").items() if r.get("status") == "ok"}
+        return {k: r for k, r in self.latest("parts", fields).items() if r.get("status") == "ok"}
 
 
 def _existing(path: Path, given_by: str) -> Path:

@@ -10,7 +10,6 @@ and swapped into place, so a killed export never leaves a half-written dataset.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Features
 from tqdm import tqdm
@@ -36,6 +36,10 @@ from t2iverw.storage import staged_dir
 SHARD_BYTES = 500 * 1024**2  # what `datasets` aims for when it shards Parquet
 BATCH_ROWS = 256
 EXPORT_FILES = {"data", "README.md"}
+# what the export and its card read of each record (the rest of a record is left unread in memory)
+PROVENANCE = ("source", "fp", "settings", "image_sha256")
+CAPTION_FIELDS = ("text", "texts", "edited_from", *PROVENANCE)
+PART_FIELDS = ("grid", "masks", "scores", *PROVENANCE)
 
 
 @dataclass
@@ -73,30 +77,27 @@ def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_ima
         raise T2IError("--augmented-copies adds image columns; it cannot go with --no-images")
     _check_replaceable(out)
     split = bd.split()
-    captions, parts = bd.captions(), bd.parts()
+    captions, parts = bd.captions(CAPTION_FIELDS), bd.parts(PART_FIELDS)
     check_consistency(bd, split, {"caption": captions, "segment": parts})
     release = {k: r for k, r in bd.latest("release").items() if r.get("status") == "ok"}
     grid = _grid_shape(parts)
     feats = features(grid, with_images=include_images, augmented=augmented_copies)
     made = Counter() if augmented_copies else None
-    images = bd.images().to_pylist()
-    side = {v: name for name in ("train", "test") for v in split[f"{name}_ids"]}
-    by_split: dict[str, list[dict]] = {"train": [], "test": []}
-    for row in images:
-        if row["vehicle_id"] in side:
-            by_split[side[row["vehicle_id"]]].append(row)
+    index = bd.images()  # an Arrow table; rows become Python dicts one batch at a time
+    by_split = {name: index.filter(pc.is_in(index["vehicle_id"], pa.array(sorted(split[f"{name}_ids"]), pa.string())))
+                for name in ("train", "test")}
 
     with staged_dir(out, "`t2iverw export`") as tmp:
         shards, sizes = {}, {}
-        bar = tqdm(total=len(images), desc="export", unit="img")
+        bar = tqdm(total=sum(t.num_rows for t in by_split.values()), desc="export", unit="img")
         for name, rows in by_split.items():
             shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar,
                                                      release, made)
         bar.close()
-        summary = ExportSummary(out, {k: len(v) for k, v in by_split.items()}, shards,
-                                sum(r["image_id"] in captions for r in images),
-                                sum(r["image_id"] in parts for r in images),
-                                sum(bool(parts.get(r["image_id"], {}).get("masks")) for r in images), include_images, grid,
+        ids = [i for t in by_split.values() for i in t["image_id"].to_pylist()]
+        summary = ExportSummary(out, {k: v.num_rows for k, v in by_split.items()}, shards,
+                                sum(i in captions for i in ids), sum(i in parts for i in ids),
+                                sum(bool(parts.get(i, {}).get("masks")) for i in ids), include_images, grid,
                                 augment_summary(made))
         write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
     return summary
@@ -146,29 +147,52 @@ def _grid_shape(parts: dict[str, dict]) -> tuple[int, int]:
     return shapes.pop() if shapes else GRID
 
 
-def _write_split(bd, data_dir, name, rows, captions, parts, feats, grid, bar, release, made) -> tuple[int, int]:
-    """Write one split's shards; returns (number of shards, bytes written)."""
-    groups = _shard_rows(bd, rows, with_images="image" in feats)
-    written = 0
+def _write_split(bd, data_dir, name, rows: pa.Table, captions, parts, feats, grid, bar, release, made) -> tuple[int, int]:
+    """Stream one split into shards of at most SHARD_BYTES (copies included); returns (shards, bytes written).
+
+    Rows are read BATCH_ROWS at a time; a batch is cut where the next row would take the
+    shard past its target (a single row larger than the target gets a shard of its own).
+    Shards are numbered once their count is known.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     schema = _schema_with_features(feats)
-    for i, group in enumerate(groups):
-        path = data_dir / f"{name}-{i:05d}-of-{len(groups):05d}.parquet"
-        with pq.ParquetWriter(path, schema) as writer:
-            for start in range(0, len(group), BATCH_ROWS):
-                batch = group[start : start + BATCH_ROWS]
-                writer.write_table(_to_table(bd, batch, captions, parts, feats, grid, schema, release, made))
-                bar.update(len(batch))
-        written += path.stat().st_size
-    return len(groups), written
+    paths: list[Path] = []
+    writer, filled = None, 0
+    for batch in rows.to_batches(max_chunksize=BATCH_ROWS) or [pa.RecordBatch.from_pylist([], schema=rows.schema)]:
+        dicts = batch.to_pylist()
+        table = _to_table(bd, dicts, captions, parts, feats, grid, schema, release, made)
+        row_bytes = _row_bytes(table)
+        start = 0
+        while start < table.num_rows or writer is None:
+            if writer is None or (filled and filled + row_bytes[start] > SHARD_BYTES):
+                if writer is not None:
+                    writer.close()
+                paths.append(data_dir / f"{name}-{len(paths):05d}.parquet.part")
+                writer, filled = pq.ParquetWriter(paths[-1], schema), 0
+            end = start
+            while end < table.num_rows and (end == start or filled + row_bytes[end] <= SHARD_BYTES):
+                filled += row_bytes[end]
+                end += 1
+            if end > start:
+                writer.write_table(table.slice(start, end - start))
+            start = end
+        bar.update(len(dicts))
+    writer.close()
+    written = 0
+    for i, path in enumerate(paths):
+        final = path.with_name(f"{name}-{i:05d}-of-{len(paths):05d}.parquet")
+        path.rename(final)
+        written += final.stat().st_size
+    return len(paths), written
 
 
-def _shard_rows(bd: BuildDir, rows: list[dict], with_images: bool) -> list[list[dict]]:
-    """Contiguous groups of about SHARD_BYTES of image data each (at least one group)."""
-    total = sum(bd.image_path(r["path"]).stat().st_size for r in rows) if with_images else 0
-    n = max(1, math.ceil(total / SHARD_BYTES))
-    bounds = np.linspace(0, len(rows), n + 1).round().astype(int)
-    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+def _row_bytes(table: pa.Table) -> list[int]:
+    """Each row's image bytes (original and copies): what a shard's size is made of."""
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    for name in ("image", *(f"image_{kind}" for kind in AUGMENTED)):
+        if name in table.column_names:
+            sizes += pc.fill_null(pc.binary_length(pc.struct_field(table[name], "bytes")), 0).to_numpy()
+    return sizes.tolist()
 
 
 def _schema_with_features(feats: Features) -> pa.Schema:

@@ -144,3 +144,30 @@ def test_killed_export_leaves_old_export_intact_and_a_rerun_completes(tmp_path):
     for split in ("train", "test"):
         assert resumed[split].to_list() == clean[split].to_list() and "image" in resumed[split].features
     assert not list(tmp_path.glob(".ds.partial-*"))
+
+
+def _shards(out, split):
+    return sorted((out / "data").glob(f"{split}-*.parquet"))
+
+
+def test_shards_with_augmented_copies_stay_within_the_target_and_match_one_shard(build_dir, tmp_path, monkeypatch):
+    import t2iverw.export as export
+
+    _annotate(build_dir)
+    whole = export_dataset(build_dir, tmp_path / "whole", augmented_copies=True)
+    assert whole.shards == {"train": 1, "test": 1}
+    files = _shards(tmp_path / "whole", "train")
+    copy_bytes = pq.read_table(files[0], columns=["image", "image_dark", "image_light", "image_noisy"]).nbytes
+    target = copy_bytes // 5  # about five shards of originals and their three copies
+    monkeypatch.setattr(export, "SHARD_BYTES", target)
+    monkeypatch.setattr(export, "BATCH_ROWS", 3)  # several batches per shard, cut inside batches
+    sharded = export_dataset(build_dir, tmp_path / "sharded", augmented_copies=True)
+    assert sharded.shards["train"] >= 4
+    for path in _shards(tmp_path / "sharded", "train") + _shards(tmp_path / "sharded", "test"):
+        assert path.stat().st_size <= 1.2 * target, path.name
+    assert [p.name.split("-of-")[1] for p in _shards(tmp_path / "sharded", "train")] == \
+        [f"{sharded.shards['train']:05d}.parquet"] * sharded.shards["train"]
+    for split in ("train", "test"):
+        one = pq.read_table(_shards(tmp_path / "whole", split)[0])
+        many = pq.ParquetDataset(_shards(tmp_path / "sharded", split)).read()
+        assert many.equals(one), split

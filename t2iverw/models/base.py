@@ -90,6 +90,11 @@ class RetrievalModel(nn.Module):
     def train_texts(cls, caption: str, rng: random.Random) -> list[str]:
         return [caption]
 
+    @classmethod
+    def expands_texts(cls) -> bool:
+        """Whether `train_texts` is overridden (else the loader tokenizes every caption once, up front)."""
+        return cls.train_texts.__func__ is not RetrievalModel.train_texts.__func__
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

@@ -13,7 +13,9 @@ and the greatest `(t, run, seq)` wins whatever log holds it.
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,10 +75,24 @@ class Summary:
     image_sha256: str | None
 
 
-def latest(root: Path, stage: str) -> dict[str, dict]:
-    """image_id -> the latest record of the stage, of any status."""
+def latest(root: Path, stage: str, fields: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """image_id -> the latest record of the stage, of any status.
+
+    With `fields`, each record keeps only those keys (and its order key and status) as it is
+    read, and equal `settings` dicts are one shared object: what a reader of 400k records
+    needs, without the bulk of every record held at once.
+    """
+    keep = None if fields is None else {*fields, "image_id", "status", "t", "run", "seq"}
+    shared: dict[str, object] = {}
     out: dict[str, dict] = {}
     for rec in records(root, stage):
+        if keep is not None:
+            rec = {k: v for k, v in rec.items() if k in keep}
+            if "settings" in rec:
+                rec["settings"] = shared.setdefault(json.dumps(rec["settings"], sort_keys=True), rec["settings"])
+            for k in ("run", "source", "fp", "status"):
+                if isinstance(rec.get(k), str):
+                    rec[k] = sys.intern(rec[k])
         old = out.get(rec["image_id"])
         if old is None or order_key(rec) > order_key(old):
             out[rec["image_id"]] = rec

@@ -33,6 +33,7 @@ from t2iverw.errors import T2IError
 COLUMNS = ["image", "image_id", "vehicle_id", "caption_id", "caption", "captions", "part_grid", "mim_seed"]
 COPY_COLUMNS = [f"image_{name}" for name in AUGMENTED]  # the release's precomputed dark, light, noisy copies
 VARIANTS = ("original", *AUGMENTED)  # the released stack order: original, dark, light, noisy
+TOKENIZE_BATCH = 4096  # captions per tokenizer call when TrainImages tokenizes its items up front
 
 
 def load_split(source: str | Path, split: str, columns: list[str] | None = None, cache_dir: str | None = None,
@@ -145,11 +146,12 @@ class TrainImages(Dataset):
 
     def __init__(self, split: TrainSplit, tokenizer, cfg: Config, grid: int, needs: frozenset[str] = frozenset(),
                  mean: tuple = tuple(OPENAI_CLIP_MEAN), std: tuple = tuple(OPENAI_CLIP_STD),
-                 train_texts: Callable[[str, random.Random], list[str]] = lambda caption, rng: [caption]):
+                 train_texts: Callable[[str, random.Random], list[str]] | None = None):
         """`grid`: patches per side of the model's input; `needs`: the optional fields the model
         asks for (RetrievalModel.batch_needs); `mean`/`std`: its pixel normalisation;
-        `train_texts`: the texts an item's caption becomes (RetrievalModel.train_texts), each
-        one sample of the item, kept in one batch like the augmented copies."""
+        `train_texts`: the texts an item's caption becomes (RetrievalModel.train_texts; None: the
+        caption alone, tokenized once up front), each one sample of the item, kept in one batch
+        like the augmented copies."""
         self.rows, self.items, self.tokenizer, self.cfg = split.fit, split.items, tokenizer, cfg
         self.train_texts = train_texts
         self.label = {v: i for i, v in enumerate(split.classes)}
@@ -166,6 +168,23 @@ class TrainImages(Dataset):
         # the released erasing fills with the mean's values *after* normalisation
         self.erase = (v2.RandomErasing(p=cfg.erase_prob, scale=tuple(cfg.erase_scale), value=list(mean))
                       if cfg.geometric_aug else v2.Identity())
+        self.input_ids, self.attention = self._tokenize_items()
+
+    def _tokenize_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item's caption tokenized once, up front, in batched tokenizer calls (int32 ids, bool mask):
+        an item's copies, and its samples in later epochs, share these rows."""
+        texts = self.rows.select_columns(["captions", "caption"])
+        ids = torch.zeros(len(self.items), self.cfg.text_length, dtype=torch.int32)
+        attention = torch.zeros(len(self.items), self.cfg.text_length, dtype=torch.bool)
+        for start in range(0, len(self.items), TOKENIZE_BATCH):
+            chunk = self.items[start : start + TOKENIZE_BATCH]
+            rows = texts[chunk[0][0] : chunk[-1][0] + 1]  # items are in row order: one contiguous slice
+            first = chunk[0][0]
+            captions = [caption_list(rows["captions"][r - first], rows["caption"][r - first])[k] for r, k in chunk]
+            tokens = tokenize(self.tokenizer, captions, self.cfg.text_length)
+            ids[start : start + len(chunk)] = tokens["input_ids"]
+            attention[start : start + len(chunk)] = tokens["attention_mask"].bool()
+        return ids, attention
 
     def __len__(self) -> int:
         return len(self.items) * self.per_epoch
@@ -174,21 +193,26 @@ class TrainImages(Dataset):
         item = index // self.per_epoch
         row_index, k = self.items[item]
         row = self.rows[row_index]
-        texts = self.train_texts(caption_list(row["captions"], row["caption"])[k], random)
-        samples = [self._sample(row, text, item, index) for text in texts]
-        if len(samples) == 1:
-            return samples[0]
-        return [s for sample in samples for s in (sample if isinstance(sample, list) else [sample])]
+        if self.train_texts is None:
+            return self._sample(row, self.input_ids[item].long(), self.attention[item].long(), item, index)
+        samples = []
+        for text in self.train_texts(caption_list(row["captions"], row["caption"])[k], random):
+            tokens = tokenize(self.tokenizer, [text], self.cfg.text_length)
+            sample = self._sample(row, tokens["input_ids"][0], tokens["attention_mask"][0], item, index)
+            samples += sample if isinstance(sample, list) else [sample]
+        return samples
 
-    def _sample(self, row: dict, caption: str, item: int, index: int) -> dict | list[dict]:
-        """The sample(s) of one text of an item: one, or its augmented copies."""
-        tokens = tokenize(self.tokenizer, [caption], self.cfg.text_length)
-        text = {"input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0],
+    def _sample(self, row: dict, ids: torch.Tensor, attention: torch.Tensor, item: int, index: int) -> dict | list[dict]:
+        """The sample of one text of an item, or its augmented copies."""
+        text = {"input_ids": ids, "attention_mask": attention,
                 "labels": torch.tensor(self.label[row["vehicle_id"]]), "item": torch.tensor(item)}
+        masks = torch.cat([self._parts(row), self._seed(row)[None]])  # (parts + 1, 24, 24), shared by the copies
         if self.per_epoch > 1:  # one copy per sample
-            return self._copy(row, self.variants[index % self.per_epoch], self._masked(text))
+            variant = self.variants[index % self.per_epoch]
+            return self._copy(row, self._pixels(row, variant, None), masks, self._masked(text))
         text = self._masked(text)  # one masking shared by the copies, as released
-        copies = [self._copy(row, variant, text) for variant in self.variants]
+        original = decode_rgb(row["image"])  # decoded once; the generated copies are made from this array
+        copies = [self._copy(row, self._pixels(row, variant, original), masks, text) for variant in self.variants]
         return copies if self.cfg.aug else copies[0]
 
     def _masked(self, text: dict) -> dict:
@@ -197,11 +221,9 @@ class TrainImages(Dataset):
         mlm_ids, mlm_labels = mask_tokens(text["input_ids"], text["attention_mask"], self.tokenizer, self.cfg.mlm_ratio)
         return {**text, "mlm_ids": mlm_ids, "mlm_labels": mlm_labels}
 
-    def _copy(self, row: dict, variant: str, text: dict) -> dict:
+    def _copy(self, row: dict, pixels: torch.Tensor, masks: torch.Tensor, text: dict) -> dict:
         """One image of the item: its pixels, part grid and hidden MIM cells, transformed together."""
-        pixels = self._pixels(row, variant)
         h, w = pixels.shape[-2:]
-        masks = torch.cat([self._parts(row), self._seed(row)[None]])  # (parts + 1, 24, 24)
         masks = tv_tensors.Mask(F.interpolate(masks[None].float(), size=(h, w), mode="nearest")[0].bool())
         pixels, masks = self.geometric(tv_tensors.Image(pixels), masks)
         cells = pool_grid(masks.as_subclass(torch.Tensor), self.grid)
@@ -213,14 +235,12 @@ class TrainImages(Dataset):
             sample["mim_hidden"] = mim_cells(seed, self.grid**2, self.cfg.mim_ratio).view(self.grid, self.grid)
         return sample
 
-    def _pixels(self, row: dict, variant: str) -> torch.Tensor:
-        """[0, 1] float pixels of one copy: the export's own copy (`aug_source: release`) or a generated one."""
+    def _pixels(self, row: dict, variant: str, original: torch.Tensor | None) -> torch.Tensor:
+        """[0, 1] float pixels of one copy: the export's own copy (`aug_source: release`) or one generated
+        from `original` (the decoded original, decoded here when not given)."""
         if variant != "original" and self.cfg.aug_source == "release":
-            return v2.functional.to_dtype(v2.functional.pil_to_tensor(row[f"image_{variant}"].convert("RGB")),
-                                          torch.float32, scale=True)
-        original = v2.functional.to_dtype(v2.functional.pil_to_tensor(row["image"].convert("RGB")), torch.float32,
-                                          scale=True)
-        return photometric(original, variant, self.cfg)
+            return decode_rgb(row[f"image_{variant}"])
+        return photometric(decode_rgb(row["image"]) if original is None else original, variant, self.cfg)
 
     @staticmethod
     def _parts(row: dict) -> torch.Tensor:
@@ -233,6 +253,18 @@ class TrainImages(Dataset):
         if row["mim_seed"] is not None:
             return torch.tensor(row["mim_seed"], dtype=torch.bool)
         return self._parts(row).any(dim=0)
+
+
+def decode_rgb(image) -> torch.Tensor:
+    """A PIL image as (3, H, W) float32 pixels in [0, 1]."""
+    return v2.functional.to_dtype(v2.functional.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
+
+
+def loader_options(num_workers: int, device: str | torch.device) -> dict:
+    """DataLoader keywords: workers kept alive across epochs, and pinned batches (asynchronous host-to-GPU
+    copies) where the device is CUDA."""
+    return {"num_workers": num_workers, "persistent_workers": num_workers > 0,
+            "pin_memory": torch.device(device).type == "cuda"}
 
 
 def collate(samples: list[dict | list[dict]]) -> dict[str, torch.Tensor]:

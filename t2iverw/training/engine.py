@@ -27,7 +27,7 @@ from t2iverw import models
 from t2iverw.fingerprints import config_fingerprint, dataset_fingerprint
 from t2iverw.training.config import Config
 from t2iverw.training.data import (COLUMNS, COPY_COLUMNS, TrainImages, check_copies, collate, load_split,
-                                  split_train)
+                                  loader_options, split_train)
 from t2iverw.training.optim import lr_factor, param_groups
 from t2iverw.training.retrieval import encode, score_matrix
 from t2iverw.errors import T2IError
@@ -57,8 +57,9 @@ def make_accelerator(cfg: Config):
 
 
 def train_loader(data: TrainImages, cfg: Config) -> DataLoader:
-    return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=cfg.num_workers,
-                      persistent_workers=cfg.num_workers > 0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+                      **loader_options(cfg.num_workers, device))
 
 
 def make_optimizer(model, cfg: Config) -> torch.optim.Adam:
@@ -95,7 +96,8 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
     if accelerator.is_main_process:
         _write_run_files(out, cfg, model, tokenizer, splits.classes)
     data = TrainImages(splits, tokenizer, cfg, getattr(model, "grid", 1), model_class.batch_needs(cfg),
-                       model_class.image_mean, model_class.image_std, model_class.train_texts)
+                       model_class.image_mean, model_class.image_std,
+                       model_class.train_texts if model_class.expands_texts() else None)
     loader = train_loader(data, cfg)
     optimizer = make_optimizer(model, cfg)
     steps = len(loader)  # global batches per epoch; with split_batches the scheduler steps once per global batch

@@ -101,3 +101,18 @@ def test_records_carry_provenance_and_order(build_dir):
             log.append([{"image_id": "no-such-image", "status": "ok"}])
     with pytest.raises(ValueError, match="not a record log name"):
         open_log(bd, "parts", "../escape", source="release", settings={}).__enter__()
+
+
+def test_latest_with_fields_picks_the_same_records_and_keeps_only_those_keys(build_dir):
+    a, b = _ids(build_dir)[:2]
+    with open_log(build_dir, "captions", "shard-00000-of-00002", source="model", settings=SETTINGS) as log:
+        log.append([{"image_id": a, "status": "ok", "text": "old", "usage": {"n": 1}},
+                    {"image_id": b, "status": "ok", "text": "b1", "usage": {"n": 2}}])
+    with open_log(build_dir, "captions", "main", source="model", settings=SETTINGS) as log:
+        log.append([{"image_id": a, "status": "ok", "text": "new", "usage": {"n": 3}}])
+    bd = BuildDir.open(build_dir)
+    full, slim = bd.latest("captions"), bd.latest("captions", ("text", "settings"))
+    assert {k: r["text"] for k, r in slim.items()} == {a: "new", b: "b1"}
+    assert all("usage" not in r for r in slim.values()) and all("usage" in r for r in full.values())
+    assert all(slim[k] == {f: v for f, v in full[k].items() if f in slim[k]} for k in full)
+    assert slim[a]["settings"] == full[a]["settings"] and slim[a]["settings"] is slim[b]["settings"]  # one shared dict

@@ -126,7 +126,7 @@ def test_predict_writes_compact_wrapped_ranks_in_the_evaluators_order(trained_ru
     text = (tmp_path / "ranks.json").read_text()
     assert text.count("\n") == 1 and ", " not in text and '": ' not in text  # compact, not indented
     meta, ranks = read_ranks(tmp_path / "ranks.json")
-    assert meta["run"] == str(trained_run) and meta["config"] == "tiny" and meta["selection"] == "last"
+    assert meta["run"] == str(trained_run) and meta["config"] == "pfcvr-tiny" and meta["model"] == "pfcvr" and meta["selection"] == "last"
     assert meta["selected_on_test"] is False and meta["top_k"] == 100
     with np.load(tmp_path / "s.npz", allow_pickle=False) as archive:
         scores, npz_meta = archive["scores"], json.loads(str(archive["meta"]))
