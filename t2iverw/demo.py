@@ -20,7 +20,9 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     """Build, export, load and evaluate a synthetic T2I-VeRW; returns the paths it made."""
     import datasets
 
-    from t2iverw.training.config import TINY_CONFIG, load_config
+    from t2iverw.leaderboard.write import write_leaderboard
+    from t2iverw.search.index import open_searcher
+    from t2iverw.training.config import TINY_CONFIG, load_config, resolve_config
     from t2iverw.training.engine import train
     from t2iverw.training.predict import predict
     from t2iverw.caption import run_captions
@@ -71,14 +73,26 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
         echo(f"  {name}:")
         echo(_indent(format_table(evaluate_predictions(dataset, scores=scores).metrics), "    "))
 
-    step("train", "a tiny PFCVR (random CLIP backbone) from scratch on CPU; the real one is ViT-B/16")
-    run = out / "run"
+    step("train", "tiny PFCVR and IRRA (random CLIP backbones) from scratch on CPU; the real ones are ViT-B/16")
+    run, irra = out / "run", out / "run-irra"
     train(load_config(TINY_CONFIG), dataset, run)
-    echo(f"  run directory {run} (checkpoints, metrics.jsonl, curve.png)")
+    train(load_config(resolve_config("tiny", "irra")), dataset, irra)
+    echo(f"  run directories {run}, {irra} (checkpoints, metrics.jsonl, curve.png, summary.json)")
 
     step("predict + eval", "rank the test gallery for every test caption, then score the ranking")
-    ranks = predict(run, dataset, run / "ranks.json")
+    ranks = predict(run, dataset, run / "ranks.json", top_k=0)
+    predict(irra, dataset, irra / "ranks.json", top_k=0)
     echo(_indent(format_table(evaluate_predictions(dataset, ranks=ranks).metrics), "    "))
+
+    step("leaderboard", "both runs with intervals and paired tests, beside the paper's published rows")
+    board = out / "leaderboard"
+    for line in write_leaderboard([run, irra], dataset, board, resamples=1000):
+        echo(f"  {line}")
+
+    query = "a white SUV"
+    step("search", f"the test images that best match {query!r}, with the tiny PFCVR")
+    for hit in open_searcher(run, dataset).search(query, top=3):
+        echo(f"  {hit.score:.3f}  {hit.image_id}  (vehicle {hit.vehicle_id})")
 
     step("report", "splits, captions, parts and provenance as one HTML page")
     report = write_report(build, out / "report", truth=source)
@@ -88,7 +102,8 @@ def run_demo(out: Path, ids: int = 24, seed: int = DEFAULT_SEED, echo: Callable[
     echo(f"done. The dataset is in {dataset}; load it with:")
     echo(f"  import datasets; ds = datasets.load_dataset({str(dataset)!r})")
     echo(f"Review and correct its captions in the browser: t2iverw review {build}")
-    return {"source": source, "build": build, "dataset": dataset, "run": run, "ranks": ranks, "report": report.index}
+    return {"source": source, "build": build, "dataset": dataset, "run": run, "ranks": ranks, "report": report.index,
+            "leaderboard": board / "LEADERBOARD.md"}
 
 
 def write_truth_parts(build: BuildDir) -> int:

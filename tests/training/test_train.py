@@ -252,13 +252,17 @@ def test_model_selection_never_reads_test(export_dir):
     assert not set(held.fit["vehicle_id"]) & set(held.val["vehicle_id"])
 
 
-@pytest.fixture(scope="session")
-def irra_run(export_dir, tmp_path_factory):
-    """IRRA's tiny config trained with `t2iverw train --model irra --config tiny`."""
-    run = tmp_path_factory.mktemp("runs") / "irra"
-    subprocess.run([*CLI, "train", "--model", "irra", "--config", "tiny", "--dataset", str(export_dir), "--out", str(run)],
-                   check=True, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return run
+# each model's own modules (top-level parameter names), which no other model's checkpoint has all of
+OWN_MODULES = {"irra": {"clip", "classifier", "mlm"}, "ivt": {"blocks", "patch_embed", "word_embed"}}
+
+
+@pytest.fixture(scope="session", params=sorted(OWN_MODULES))
+def zoo_run(request, export_dir, tmp_path_factory):
+    """A model's tiny config trained with `t2iverw train --model NAME --config tiny`."""
+    run = tmp_path_factory.mktemp("runs") / request.param
+    subprocess.run([*CLI, "train", "--model", request.param, "--config", "tiny", "--dataset", str(export_dir),
+                    "--out", str(run)], check=True, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return request.param, run
 
 
 def test_models_lists_every_contestant_with_its_configs():
@@ -270,12 +274,13 @@ def test_models_lists_every_contestant_with_its_configs():
 
 
 @pytest.mark.slow
-def test_irra_learns_predicts_evaluates_and_is_not_pfcvr(irra_run, trained_run, export_dir, tmp_path):
-    subprocess.run([*CLI, "predict", "--run", str(irra_run), "--dataset", str(export_dir), "--top-k", "0"], check=True,
+def test_each_model_learns_predicts_evaluates_and_is_not_pfcvr(zoo_run, trained_run, export_dir, tmp_path):
+    name, run = zoo_run
+    subprocess.run([*CLI, "predict", "--run", str(run), "--dataset", str(export_dir), "--top-k", "0"], check=True,
                    env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta, irra_ranks = read_ranks(irra_run / "ranks.json")  # predict's default output
-    assert meta["model"] == "irra" and meta["config"] == "irra-tiny"
-    out = CliRunner().invoke(cli, ["eval", str(export_dir), "--pred", str(irra_run / "ranks.json"), "--json"])
+    meta, model_ranks = read_ranks(run / "ranks.json")  # predict's default output
+    assert meta["model"] == name and meta["config"] == f"{name}-tiny"
+    out = CliRunner().invoke(cli, ["eval", str(export_dir), "--pred", str(run / "ranks.json"), "--json"])
     assert out.exit_code == 0, out.output
     metrics = json.loads(out.output)
     ids = np.array(load_split(str(export_dir), "test")["vehicle_id"])
@@ -284,13 +289,13 @@ def test_irra_learns_predicts_evaluates_and_is_not_pfcvr(irra_run, trained_run, 
 
     predict(trained_run, export_dir, tmp_path / "pfcvr.json", top_k=0)
     _, pfcvr_ranks = read_ranks(tmp_path / "pfcvr.json")
-    assert pfcvr_ranks.keys() == irra_ranks.keys() and pfcvr_ranks != irra_ranks
+    assert pfcvr_ranks.keys() == model_ranks.keys() and pfcvr_ranks != model_ranks
     from safetensors import safe_open
 
     def modules(run):
         with safe_open(str(run / "model.safetensors"), "pt") as f:
             return {k.split(".")[0] for k in f.keys()}
 
-    assert modules(irra_run) == {"clip", "classifier", "mlm"}
-    assert {"part_decoder", "mim"} <= modules(trained_run)
-    assert json.loads((irra_run / "summary.json").read_text())["model"] == "irra"
+    assert OWN_MODULES[name] <= modules(run) and not {"part_decoder", "mim"} & modules(run)
+    assert {"part_decoder", "mim"} <= modules(trained_run) and not OWN_MODULES[name] <= modules(trained_run)
+    assert json.loads((run / "summary.json").read_text())["model"] == name
