@@ -77,7 +77,7 @@ def test_it_learns_colour_and_type(variant, export_dir, tmp_path, request):
     trained = evaluate_predictions(export_dir, scores=tmp_path / "scores.npy").metrics
 
     cfg = load_config(run / "config.yaml")
-    clip, tokenizer = load_clip(run / "clip_init", cfg.image_size)  # the same random start
+    clip, tokenizer = load_clip(run / "backbone_init", cfg.image_size)  # the same random start
     untrained = test_metrics(build_model(clip, tokenizer, cfg, 1), test, tokenizer)
 
     ids = np.array(test["vehicle_id"])
