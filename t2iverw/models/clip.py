@@ -20,12 +20,15 @@ import torch.nn.functional as F
 from t2iverw.errors import T2IError
 from t2iverw.models.backbones import resize_position_embeddings, save_random_clip
 from t2iverw.models.base import RetrievalModel
-from t2iverw.training.config import Config
+from t2iverw.training.config import ClipBackboneConfig
 
 
 @dataclass
-class ClipConfig(Config):
-    """Only the shared CLIP keys (`clip`, `random_clip`, `image_size`, `text_length`) matter to a zero-shot model."""
+class ClipConfig(ClipBackboneConfig):
+    """Only the backbone keys (`clip`, `random_clip`, `image_size`, `text_length`) matter to a zero-shot model;
+    it returns no loss, so `loss_weights` stays empty."""
+
+    image_size: int = 224  # ViT-B/16's native input: its position embeddings are used as they are
 
 
 class ZeroShotCLIP(RetrievalModel):

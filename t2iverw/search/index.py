@@ -127,8 +127,8 @@ def _trained(run: Path, dataset, force: bool, device: str) -> tuple[torch.nn.Mod
                        f"a zero-shot CLIP is `clip:PATH`)")
     if not (run / WEIGHTS).is_file():
         raise T2IError(f"run {str(run)!r} has no checkpoint ({WEIGHTS}); let `t2iverw train` finish first")
-    meta = {"model": getattr(type_of(run), "name", "pfcvr"), "run": str(run), "checkpoint": str(run / WEIGHTS)}
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    meta = {"run": str(run), "checkpoint": str(run / WEIGHTS)}
     trained_on = summary.get("dataset_fingerprint")
     if trained_on is not None:
         here = dataset_fingerprint(dataset)
@@ -139,31 +139,17 @@ def _trained(run: Path, dataset, force: bool, device: str) -> tuple[torch.nn.Mod
                 raise T2IError(message + "; pass --force to search it anyway")
             meta["warning"] = message + " (searched anyway: --force)"
     model, tokenizer = load_run(run, device)
-    return model, tokenizer, meta
-
-
-def type_of(run: Path):
-    """The model class a run was trained as (run.json's `model`; runs from before the registry are PFCVR)."""
-    from t2iverw.models import get
-
-    info = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
-    return get(info.get("model", "pfcvr"))
+    return model, tokenizer, {"model": model.cfg.model} | meta
 
 
 def _zero_shot(path: str, device: str):
-    """Zero-shot CLIP from a saved CLIPModel directory, with clip.yaml's settings."""
-    import yaml
-
-    from t2iverw.models.clip import ZeroShotCLIP
-    from t2iverw.training.config import CONFIGS, load_config
+    """Zero-shot CLIP from a saved CLIPModel directory, with clip.yaml's settings (as `predict --model clip`)."""
+    from t2iverw.training.predict import load_zero_shot
 
     if not path or not Path(path).is_dir():
         raise T2IError(f"clip:{path} is not a directory holding a saved CLIPModel (save_pretrained)")
-    values = yaml.safe_load((CONFIGS / "clip.yaml").read_text())
-    values.pop("model", None)
-    cfg = load_config(None, values | {"name": "clip", "clip": path})
-    model, tokenizer = ZeroShotCLIP.build(cfg, 0, Path(path))
-    return model.to(device).eval(), tokenizer, str(Path(path).resolve())
+    model, tokenizer = load_zero_shot("clip", {"clip": path}, device)
+    return model, tokenizer, str(Path(path).resolve())
 
 
 def _gallery(model, dataset, device, batch_size, num_workers, root: Path | None, key: str, meta: dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ _spec.loader.exec_module(fidelity)  # its FIDELITY.md table reader
 
 
 def tiny(clip_dir, image_size: int = 32) -> tuple[ZeroShotCLIP, object]:
-    cfg = load_config(None, {"name": "clip", "clip": str(clip_dir), "image_size": image_size, "text_length": 16})
+    cfg = load_config(None, {"model": "clip", "name": "clip", "clip": str(clip_dir), "image_size": image_size, "text_length": 16})
     return ZeroShotCLIP.build(cfg, 0, clip_dir)
 
 
@@ -77,3 +78,27 @@ def test_configs_are_the_fidelity_tables(name):
         key = r["key"].strip("`")
         if r[name] != "—":
             assert shipped[key] == fidelity.value(r[name]), (name, key)
+
+
+def test_predict_model_clip_writes_ranks_that_eval_accepts(tiny_clip_dir, export_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from t2iverw.cli import cli
+    from t2iverw.search.index import split_queries
+
+    out = tmp_path / "ranks.json"
+    # the tiny CLIP was saved at 32 px; clip.yaml's 224 px input interpolates its position embeddings
+    result = CliRunner().invoke(cli, ["predict", "--model", "clip", "--clip", str(tiny_clip_dir), "--dataset",
+                                      str(export_dir), "--out", str(out), "--top-k", "0", "--device", "cpu",
+                                      "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    ranks = json.loads(out.read_text())
+    assert ranks["meta"]["model"] == "clip" and ranks["meta"]["selection"] == "zero-shot"
+    queries = split_queries(export_dir)
+    assert sorted(ranks["ranks"]) == sorted(queries.ids)
+    gallery = {i for r in ranks["ranks"].values() for i in r}
+    assert all(sorted(r) == sorted(gallery) for r in ranks["ranks"].values())  # every query ranks the whole gallery
+    scored = CliRunner().invoke(cli, ["eval", "--pred", str(out), "--dataset", str(export_dir), "--json"])
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads(scored.stdout)
+    assert 0 <= metrics["R1"] <= 100 and 0 < metrics["mAP"] <= 100
