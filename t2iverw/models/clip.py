@@ -25,7 +25,10 @@ from t2iverw.training.config import ClipBackboneConfig
 
 @dataclass
 class ClipConfig(ClipBackboneConfig):
-    """Only the shared CLIP keys (`clip`, `random_clip`, `image_size`, `text_length`) matter to a zero-shot model."""
+    """Only the backbone keys (`clip`, `random_clip`, `image_size`, `text_length`) matter to a zero-shot model;
+    it returns no loss, so `loss_weights` stays empty."""
+
+    image_size: int = 224  # ViT-B/16's native input: its position embeddings are used as they are
 
 
 class ZeroShotCLIP(RetrievalModel):

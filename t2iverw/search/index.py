@@ -56,11 +56,16 @@ class Searcher:
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        from t2iverw.training.data import tokenize
+        """Normalised text features, padded to the batch's longest text rather than `text_length`.
 
+        A query is a dozen tokens: padding it to 77 made ViT-B/16's text tower six times
+        slower for the same features (the towers read padding through the causal or the
+        attention mask only; tests check the ranking equals `predict`'s).
+        """
         out = []
         for start in range(0, len(texts), batch_size):
-            tok = tokenize(self.tokenizer, texts[start : start + batch_size], self.model.cfg.text_length).to(self.device)
+            tok = self.tokenizer(texts[start : start + batch_size], padding="longest", truncation=True,
+                                 max_length=self.model.cfg.text_length, return_tensors="pt").to(self.device)
             out.append(self.model.encode_text(tok["input_ids"], tok["attention_mask"]).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.gallery.shape[1])
 
@@ -122,8 +127,8 @@ def _trained(run: Path, dataset, force: bool, device: str) -> tuple[torch.nn.Mod
                        f"a zero-shot CLIP is `clip:PATH`)")
     if not (run / WEIGHTS).is_file():
         raise T2IError(f"run {str(run)!r} has no checkpoint ({WEIGHTS}); let `t2iverw train` finish first")
-    meta = {"model": getattr(type_of(run), "name", "pfcvr"), "run": str(run), "checkpoint": str(run / WEIGHTS)}
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    meta = {"run": str(run), "checkpoint": str(run / WEIGHTS)}
     trained_on = summary.get("dataset_fingerprint")
     if trained_on is not None:
         here = dataset_fingerprint(dataset)
@@ -134,31 +139,17 @@ def _trained(run: Path, dataset, force: bool, device: str) -> tuple[torch.nn.Mod
                 raise T2IError(message + "; pass --force to search it anyway")
             meta["warning"] = message + " (searched anyway: --force)"
     model, tokenizer = load_run(run, device)
-    return model, tokenizer, meta
-
-
-def type_of(run: Path):
-    """The model class a run was trained as (run.json's `model`; runs from before the registry are PFCVR)."""
-    from t2iverw.models import get
-
-    info = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
-    return get(info.get("model", "pfcvr"))
+    return model, tokenizer, {"model": model.cfg.model} | meta
 
 
 def _zero_shot(path: str, device: str):
-    """Zero-shot CLIP from a saved CLIPModel directory, with clip.yaml's settings."""
-    import yaml
-
-    from t2iverw.models.clip import ZeroShotCLIP
-    from t2iverw.training.config import CONFIGS, load_config
+    """Zero-shot CLIP from a saved CLIPModel directory, with clip.yaml's settings (as `predict --model clip`)."""
+    from t2iverw.training.predict import load_zero_shot
 
     if not path or not Path(path).is_dir():
         raise T2IError(f"clip:{path} is not a directory holding a saved CLIPModel (save_pretrained)")
-    values = yaml.safe_load((CONFIGS / "clip.yaml").read_text())
-    values.pop("model", None)
-    cfg = load_config(None, values | {"name": "clip", "clip": path})
-    model, tokenizer = ZeroShotCLIP.build(cfg, 0, Path(path))
-    return model.to(device).eval(), tokenizer, str(Path(path).resolve())
+    model, tokenizer = load_zero_shot("clip", {"clip": path}, device)
+    return model, tokenizer, str(Path(path).resolve())
 
 
 def _gallery(model, dataset, device, batch_size, num_workers, root: Path | None, key: str, meta: dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from pathlib import Path
 
@@ -19,8 +20,13 @@ CONFIGS = {"pfcvr": PFCVR_CONFIG, "pfcvr-aug": PFCVR_AUG_CONFIG, "pfcvr-paper": 
 NOT_IN_TABLE = {"name", "random_clip", "num_workers", "eval_batch_size", "seed", "model"}  # the doc's closing paragraph says why
 
 
-def table_rows() -> list[dict[str, str]]:
-    lines = [line for line in FIDELITY.read_text().splitlines() if line.startswith("|")]
+def table_rows(section: str | None = None) -> list[dict[str, str]]:
+    """The rows of the first table of FIDELITY.md, or of the first table under `## section`."""
+    text = FIDELITY.read_text()
+    if section is not None:
+        text = text.split(f"\n## {section}\n", 1)[1]
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"),
+                                     itertools.dropwhile(lambda line: not line.startswith("|"), text.splitlines())))
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = []
     for line in lines[2:]:  # skip the header and its |---| line
