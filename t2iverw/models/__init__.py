@@ -14,6 +14,7 @@ from t2iverw.errors import T2IError
 # name -> "module:class"; imported only when used, so `t2iverw --help` stays instant
 MODELS: dict[str, str] = {
     "pfcvr": "t2iverw.models.pfcvr:PFCVR",
+    "cpsl": "t2iverw.models.cpsl:CPSL",
 }
 
 
