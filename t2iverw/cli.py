@@ -41,13 +41,15 @@ def _register() -> None:
     from t2iverw.caption.cli import commands as caption_commands
     from t2iverw.commands import commands as dataset_commands
     from t2iverw.evaluation.cli import commands as eval_commands
+    from t2iverw.leaderboard.cli import commands as leaderboard_commands
     from t2iverw.release.cli import commands as release_commands
     from t2iverw.report.cli import commands as report_commands
     from t2iverw.review.cli import commands as review_commands
+    from t2iverw.search.cli import commands as search_commands
     from t2iverw.segment.cli import commands as segment_commands
 
     for group in (dataset_commands, caption_commands, segment_commands, eval_commands, training_commands,
-                  review_commands, report_commands, release_commands):
+                  review_commands, search_commands, report_commands, release_commands, leaderboard_commands):
         for command in group:
             cli.add_command(command)
 

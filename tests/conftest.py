@@ -7,8 +7,14 @@ fixtures, so a test that mutates its build never affects another.
 from __future__ import annotations
 
 import os
+import queue
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -123,3 +129,94 @@ def ray_launcher():
         return module.main
 
     return load
+
+
+START_TIMEOUT = 90.0
+
+
+class ServedApp:
+    """One served `t2iverw COMMAND ...` process (review, search --serve); its URL is read from what it prints."""
+
+    def __init__(self, *args: str):
+        cmd = [sys.executable, "-m", "t2iverw.cli", *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.output: list[str] = []
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(lines,), daemon=True).start()
+        while True:
+            try:
+                line = lines.get(timeout=START_TIMEOUT)
+            except queue.Empty:
+                self.stop()
+                raise AssertionError(f"app did not start: {''.join(self.output)}") from None
+            if line is None:
+                raise AssertionError(f"app exited: {''.join(self.output)}")
+            match = re.match(r"open (http://\S+)", line)
+            if match:
+                self.url = match.group(1)
+                self.base = re.match(r"http://[^/]+", self.url).group(0)
+                return
+
+    def _pump(self, lines: queue.Queue) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_served():
+    """Start served `t2iverw ...` apps (ServedApp); every one still running is stopped at the end."""
+    apps: list[ServedApp] = []
+
+    def start(*args: str) -> ServedApp:
+        app = ServedApp(*args)
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        message = "needs Debian's chromium: apt-get install -y chromium"
+        if os.environ.get("T2IVERW_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def browser(chromium_path):
+    """Per test: Playwright's sync API holds an event loop, which must not outlive the test's own fixtures."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        # --no-sandbox: chromium's sandbox cannot start as root in a container
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True,
+                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()

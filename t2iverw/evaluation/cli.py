@@ -86,4 +86,36 @@ def _one_dataset(positional: Path | None, option: Path | None, pred: Path | None
     return dataset
 
 
-commands = [eval_command]
+@click.command("compare")
+@click.argument("dataset", type=_dir)
+@click.argument("systems", nargs=-1, required=True)
+@click.option("--ci", type=float, default=95.0, show_default=True, help="Level of the bootstrap intervals.")
+@click.option("--unit", type=click.Choice(["identity", "query"]), default="identity", show_default=True,
+              help="What a resample draws: vehicle identities (all their captions together) or single queries.")
+@click.option("--resamples", type=int, default=10_000, show_default=True,
+              help="Bootstrap resamples and random sign patterns of the paired test.")
+@click.option("--direction", type=click.Choice(["t2i", "i2t"]), default="t2i", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {systems, pairs, ...} instead of tables.")
+def compare_command(dataset: Path, systems: tuple[str, ...], ci: float, unit: str, resamples: int, direction: str,
+                    seed: int, as_json: bool) -> None:
+    """Compare SYSTEMs on the test split of DATASET: does one really beat another?
+
+    A SYSTEM is a run directory (its ranks.json, else scores.npz/.npy), a ranks.json or a
+    .npy/.npz score matrix, optionally named NAME=PATH. Prints R1/R5/R10/mAP/mINP of each
+    with percentile-bootstrap intervals, then, for every pair, the difference in R1 and mAP
+    with a paired randomisation (sign-flip) test: under "A and B are exchangeable" each
+    unit's per-query first-hit indicators and APs are swapped between A and B; p is the
+    share of sign patterns (all of them when 2**units <= --resamples, an exact p; else
+    random ones) whose |mean difference| reaches the observed one. p_holm is
+    Holm-corrected across the pairs of each metric. Units are vehicle identities by
+    default, since captions of one vehicle are not independent.
+    """
+    from t2iverw.evaluation.compare import compare, format_comparison
+
+    result = compare(dataset, list(systems), ci=ci, resamples=resamples, unit=unit, seed=seed,
+                     direction=direction, progress=not as_json)
+    click.echo(json.dumps(result) if as_json else format_comparison(result))
+
+
+commands = [eval_command, compare_command]

@@ -51,20 +51,8 @@ def evaluate_predictions(
     """
     if (ranks is None) == (scores is None):
         raise T2IError("give exactly one of --pred (ranks.json) and --scores (.npy/.npz)")
-    truth = ground_truth(dataset, direction)
-    queries, gallery = query_ids and read_ids(query_ids), gallery_ids and read_ids(gallery_ids)
-    if ranks is not None:
-        name = str(ranks) if isinstance(ranks, (str, Path)) else "ranks"
-        parsed, meta = read_ranks(ranks) if isinstance(ranks, (str, Path)) else unwrap(ranks, name)
-        per_query = ranking_metrics(resolve_ranks(parsed, name, queries, gallery), truth, name)
-    else:
-        truth = reorder(truth, queries, gallery)
-        from_file = isinstance(scores, (str, Path))
-        name = str(scores) if from_file else "scores"
-        matrix, meta = load_scores(scores) if from_file else (scores, {})
-        check_shape(matrix, truth, name)
-        per_query = score_metrics(matrix, truth.query_labels, truth.gallery_labels, query_ids=truth.query_ids,
-                                  progress=progress)
+    truth, per_query, meta = score_against(ground_truth(dataset, direction), ranks=ranks, scores=scores,
+                                           query_ids=query_ids, gallery_ids=gallery_ids, progress=progress)
     metrics = summarize(per_query) | {"direction": direction}
     if meta.get("selected_on_test"):
         metrics["selected_on_test"] = True
@@ -73,3 +61,26 @@ def evaluate_predictions(
             raise T2IError(f"--ci must be a confidence level between 0 and 100, got {ci}")
         metrics |= {"ci": bootstrap_ci(per_query, ci, seed=seed), "ci_level": ci}
     return Result(metrics, truth, per_query, meta)
+
+
+def score_against(truth: GroundTruth, *, ranks: str | Path | dict | list | None = None,
+                  scores: str | Path | np.ndarray | None = None, query_ids: str | Path | None = None,
+                  gallery_ids: str | Path | None = None, progress: bool = False) -> tuple[GroundTruth, PerQuery, dict]:
+    """(the ground truth in the prediction's order, per-query results, meta) of one prediction.
+
+    Takes a ground truth already read, so `t2iverw compare` reads the test split once for
+    all its systems.
+    """
+    queries, gallery = query_ids and read_ids(query_ids), gallery_ids and read_ids(gallery_ids)
+    if ranks is not None:
+        name = str(ranks) if isinstance(ranks, (str, Path)) else "ranks"
+        parsed, meta = read_ranks(ranks) if isinstance(ranks, (str, Path)) else unwrap(ranks, name)
+        return truth, ranking_metrics(resolve_ranks(parsed, name, queries, gallery), truth, name), meta
+    truth = reorder(truth, queries, gallery)
+    from_file = isinstance(scores, (str, Path))
+    name = str(scores) if from_file else "scores"
+    matrix, meta = load_scores(scores) if from_file else (scores, {})
+    check_shape(matrix, truth, name)
+    per_query = score_metrics(matrix, truth.query_labels, truth.gallery_labels, query_ids=truth.query_ids,
+                              progress=progress)
+    return truth, per_query, meta

@@ -14,6 +14,9 @@ from t2iverw.errors import T2IError
 # name -> "module:class"; imported only when used, so `t2iverw --help` stays instant
 MODELS: dict[str, str] = {
     "pfcvr": "t2iverw.models.pfcvr:PFCVR",
+    "irra": "t2iverw.models.irra:IRRA",
+    "clip": "t2iverw.models.clip:ZeroShotCLIP",
+    "ivt": "t2iverw.models.ivt:IVT",
     "cpsl": "t2iverw.models.cpsl:CPSL",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -43,6 +44,34 @@ def save_random_clip(out: str | Path, clip_kwargs: dict) -> Path:
     clip.save_pretrained(out)
     build_clip_tokenizer(out)
     return Path(out)
+
+
+def random_clip_source(cfg, workdir: Path, write: bool = True) -> str:
+    """The CLIP to load: `cfg.clip`, or the random one `cfg.random_clip` describes, written
+    once into `workdir/backbone_init` (on the main process: `write`) so every process and
+    `predict` start from the same weights."""
+    if cfg.random_clip is None:
+        return cfg.clip
+    init = Path(workdir) / "backbone_init"
+    if write and not (init / "config.json").exists():
+        tmp = init.with_name("backbone_init.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_random_clip(tmp, cfg.random_clip)
+        tmp.rename(init)
+    return str(init)
+
+
+def save_clip_run_files(clip, tokenizer, folder: Path) -> None:
+    """The backbone's config and tokenizer: what `clip_from_run` rebuilds the architecture from."""
+    clip.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def clip_from_run(folder: Path):
+    """(CLIPModel with the run's architecture and random weights, tokenizer): the engine loads the weights."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    return CLIPModel(CLIPConfig.from_pretrained(folder)), AutoTokenizer.from_pretrained(folder)
 
 
 def resize_position_embeddings(clip, image_size: int) -> None:

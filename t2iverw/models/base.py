@@ -18,10 +18,13 @@ The contract, in the order the engine uses it:
 - `save_run_files(tokenizer, folder)` / `from_run(cfg, num_classes, folder)`: what
   `predict` needs besides the weights (backbone config, tokenizer), and the architecture
   rebuilt from it; the engine then loads `model.safetensors` into it.
-- `batch_needs(cfg)`: the optional batch fields the loader must produce (`NEEDS`).
-- `train_texts(caption, rng)`: the texts a training item is expanded into (default: the
-  caption alone); each text becomes one sample of the item, all of them in one batch,
-  like the augmented copies.
+- `batch_needs(cfg)`: the optional batch fields the loader must produce (`NEEDS`); a
+  model asking for "mim" or "part_grid" has an int attribute `grid` (patches per side).
+- `backbone_prefixes`: parameter-name prefixes of the pretrained backbone, which
+  `lr_groups: new_modules` keeps at the base rate.
+- `train_texts(caption, rng)`: the texts a training item's caption becomes (default: the
+  caption alone); each is one sample of the item, all in one batch like the augmented
+  copies (IVT's sentence, phrase and word levels).
 - `forward(batch)`: a dict of named **unweighted** losses; the engine weights them with
   `cfg.loss_weights` (a returned name without a weight is an error).
 - `encode_image(pixels)` / `encode_text(input_ids, attention_mask)`: L2-normalised
@@ -56,6 +59,7 @@ class RetrievalModel(nn.Module):
     name: ClassVar[str]
     description: ClassVar[str]  # one line, shown by `t2iverw models`
     config_class: ClassVar[type]
+    backbone_prefixes: ClassVar[tuple[str, ...]] = ("clip.",)
     trainable: ClassVar[bool] = True  # False: zero-shot (`predict --model NAME` with no run)
     image_mean: ClassVar[tuple[float, ...]] = tuple(OPENAI_CLIP_MEAN)
     image_std: ClassVar[tuple[float, ...]] = tuple(OPENAI_CLIP_STD)

@@ -13,7 +13,6 @@ marked as ours in benchmark/FIDELITY.md, each a config key.
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -24,18 +23,19 @@ from torch import nn
 
 from t2iverw.errors import T2IError
 from t2iverw.models import losses
-from t2iverw.models.backbones import load_clip, save_random_clip
+from t2iverw.models.backbones import clip_from_run, load_clip, random_clip_source, save_clip_run_files
 from t2iverw.models.base import RetrievalModel
 from t2iverw.models.part_slots import PartSlotDecoder
-from t2iverw.training.config import Config
+from t2iverw.training.config import ClipBackboneConfig
 from t2iverw.training.distributed import gather
 
 EPS = 1e-8
-BACKBONE_INIT = "backbone_init"
 
 
 @dataclass
-class CPSLConfig(Config):
+class CPSLConfig(ClipBackboneConfig):
+    """The model's own keys; where each default comes from: benchmark/FIDELITY.md, "CPSL"."""
+
     num_slots: int = 8  # PLOT's --num_slots 8 (utils/options.py:45); the paper's K is not on the stored page
     slot_heads: int = 8
     slot_layers: int = 2  # slot transformer blocks after the shared cross-attention (ours)
@@ -50,10 +50,7 @@ class CPSLConfig(Config):
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"part_supervision": ("none", "masks")}
 
     def validate(self) -> None:
-        """Errors a user can fix; the shared keys are checked by the base config."""
-        for key, allowed in self.choices.items():
-            if getattr(self, key) not in allowed:
-                raise T2IError(f"config key {key!r} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")
+        super().validate()
         if not 0 <= self.part_score_weight <= 1:
             raise T2IError(f"part_score_weight must lie in [0, 1]; got {self.part_score_weight}")
         needed = {"sdm", "id", "cmr"} | ({"slot_mask"} if self.part_supervision == "masks" else set())
@@ -116,7 +113,6 @@ class CPSL(RetrievalModel):
 
     def __init__(self, clip, cfg: CPSLConfig, num_classes: int):
         super().__init__()
-        cfg.validate()
         self.clip = clip
         self.clip.logit_scale.requires_grad_(False)  # a fixed scale 1 / temperature, as IRRA and PLOT
         self.cfg = cfg
@@ -134,31 +130,20 @@ class CPSL(RetrievalModel):
     # --- the engine's hooks -----------------------------------------------------
     @classmethod
     def prepare(cls, cfg: CPSLConfig, workdir: Path) -> None:
-        """Write the random tiny backbone once (when `random_clip` is set), for every process to load."""
-        init = Path(workdir) / BACKBONE_INIT
-        if cfg.random_clip is None or (init / "config.json").exists():
-            return
-        tmp = init.with_name(init.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_random_clip(tmp, cfg.random_clip)
-        tmp.rename(init)
+        random_clip_source(cfg, workdir)
 
     @classmethod
     def build(cls, cfg: CPSLConfig, num_classes: int, workdir: Path):
-        source = Path(workdir) / BACKBONE_INIT if cfg.random_clip is not None else cfg.clip
-        clip, tokenizer = load_clip(source, cfg.image_size)
+        clip, tokenizer = load_clip(random_clip_source(cfg, workdir, write=False), cfg.image_size)
         return cls(clip, cfg, num_classes), tokenizer
 
     @classmethod
     def from_run(cls, cfg: CPSLConfig, num_classes: int, folder: Path):
-        from transformers import AutoTokenizer, CLIPConfig, CLIPModel
-
-        clip = CLIPModel(CLIPConfig.from_pretrained(folder))
-        return cls(clip, cfg, num_classes), AutoTokenizer.from_pretrained(folder)
+        clip, tokenizer = clip_from_run(folder)
+        return cls(clip, cfg, num_classes), tokenizer
 
     def save_run_files(self, tokenizer, folder: Path) -> None:
-        self.clip.config.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        save_clip_run_files(self.clip, tokenizer, folder)
 
     @classmethod
     def batch_needs(cls, cfg: CPSLConfig) -> frozenset[str]:

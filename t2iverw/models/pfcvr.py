@@ -8,22 +8,69 @@ defaults are the released code's (benchmark/FIDELITY.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2iverw.models import losses
-from t2iverw.models.bmria import MimBranch, MlmBranch
-from t2iverw.models.plfa import LearnedPool, PartDecoder, mean_pool
-from t2iverw.training.config import Config
-from t2iverw.training.distributed import gather
 from t2iverw.constants import PART_TEXT
 from t2iverw.errors import T2IError
+from t2iverw.models import losses
+from t2iverw.models.backbones import clip_from_run, load_clip, random_clip_source, save_clip_run_files
+from t2iverw.models.base import RetrievalModel
+from t2iverw.models.bmria import MimBranch, MlmBranch
+from t2iverw.models.plfa import LearnedPool, PartDecoder, mean_pool
+from t2iverw.training.config import ClipBackboneConfig
+from t2iverw.training.distributed import gather
 
-class PFCVR(nn.Module):
-    def __init__(self, clip, cfg: Config, num_classes: int, part_tokens: dict):
+LOSSES = ("sdm", "id", "part", "mlm", "mim")
+
+
+@dataclass
+class PFCVRConfig(ClipBackboneConfig):
+    """PFCVR's own keys; the defaults are the released code's (benchmark/configs/pfcvr.yaml)."""
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "plfa_memory": ("image", "caption"),
+        "part_pool": ("learned", "mean"),
+        "part_loss": ("within_image", "batch"),
+    }
+
+    # modules (the paper's ablation: IRRA -> +PLFA -> +BMRIA -> +aug)
+    plfa: bool = True
+    bmria: bool = True
+    heads: int = 8
+    # PLFA
+    plfa_memory: str = "image"  # image: image CLS + part text (code); caption: part text + caption (paper)
+    part_pool: str = "learned"  # learned 1x1 conv over the patches (code); mean of the part's patches
+    part_loss: str = "within_image"  # BCE over one image's parts (code); batch: contrast across images
+    part_decoder_layers: int = 6
+    part_ffn: int = 2048
+    part_dropout: float = 0.1
+    # BMRIA
+    mlm_layers: int = 4
+    mim_layers: int = 4
+    mim_head_dim: int = 96
+    # losses
+    temperature: float = 0.07  # fixed SDM / part scale 1/0.07
+    loss_weights: dict = field(default_factory=lambda: {"sdm": 1.0, "id": 0.5, "part": 0.2, "mlm": 0.5, "mim": 0.5})
+
+    def validate(self) -> None:
+        super().validate()
+        missing = sorted(set(LOSSES) - set(self.loss_weights))
+        if missing:
+            raise T2IError(f"loss_weights lacks {missing[0]!r}")
+
+
+class PFCVR(RetrievalModel):
+    name = "pfcvr"
+    description = "PFCVR (T2I-VeRW paper): CLIP + IRRA's SDM/ID + part-level alignment on SAM3 masks (PLFA) + BMRIA"
+    config_class = PFCVRConfig
+
+    def __init__(self, clip, cfg: PFCVRConfig, num_classes: int, part_tokens: dict):
         super().__init__()
         self.clip = clip
         self.clip.logit_scale.requires_grad_(False)  # PFCVR uses the fixed scale 1 / temperature instead
@@ -48,6 +95,28 @@ class PFCVR(nn.Module):
         if cfg.bmria:
             self.mlm = MlmBranch(width, cfg.heads, cfg.mlm_layers, clip.config.text_config.vocab_size)
             self.mim = MimBranch(width, cfg.heads, cfg.mim_head_dim, cfg.mim_layers, patches, 3 * self.patch_size**2)
+
+    # --- the engine's contract ---------------------------------------------------
+    @classmethod
+    def prepare(cls, cfg: PFCVRConfig, workdir: Path) -> None:
+        random_clip_source(cfg, workdir)
+
+    @classmethod
+    def build(cls, cfg: PFCVRConfig, num_classes: int, workdir: Path):
+        clip, tokenizer = load_clip(random_clip_source(cfg, workdir, write=False), cfg.image_size)
+        return build_model(clip, tokenizer, cfg, num_classes), tokenizer
+
+    @classmethod
+    def from_run(cls, cfg: PFCVRConfig, num_classes: int, folder: Path):
+        clip, tokenizer = clip_from_run(folder)
+        return build_model(clip, tokenizer, cfg, num_classes), tokenizer
+
+    def save_run_files(self, tokenizer, folder: Path) -> None:
+        save_clip_run_files(self.clip, tokenizer, folder)
+
+    @classmethod
+    def batch_needs(cls, cfg: PFCVRConfig) -> frozenset[str]:
+        return frozenset((["part_grid"] if cfg.plfa else []) + (["mlm", "mim"] if cfg.bmria else []))
 
     # --- encoders --------------------------------------------------------------
     def image_tokens(self, pixels: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,7 +218,7 @@ class PFCVR(nn.Module):
         return losses.mim(pred.float(), target.float(), hidden)
 
 
-def build_model(clip, tokenizer, cfg: Config, num_classes: int) -> PFCVR:
+def build_model(clip, tokenizer, cfg: PFCVRConfig, num_classes: int) -> PFCVR:
     """PFCVR around a loaded CLIP; the part texts ("Car windows", ...) are tokenised once here."""
     part_tokens = tokenizer(list(PART_TEXT), padding="max_length", max_length=cfg.text_length, truncation=True,
                             return_tensors="pt")

@@ -57,21 +57,7 @@ def create_app(log: DecisionLog, *, scope: str = "unreviewed", token: str | None
     source_root = bd.source_root.resolve()
 
     app = FastAPI(title="t2iverw review", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS if loopback else ["*"])
-
-    @app.middleware("http")
-    async def gate(request: Request, call_next):
-        if token is not None:
-            given = request.headers.get("x-review-token") or request.cookies.get(COOKIE) or \
-                request.query_params.get("token") or ""
-            if not secrets.compare_digest(given.encode(), token.encode()):
-                return Response("missing or wrong review token\n", status_code=401, media_type="text/plain")
-        if request.method not in ("GET", "HEAD") and request.headers.get(WRITE_HEADER) != "1":
-            return Response(f"writes need the {WRITE_HEADER} header\n", status_code=403, media_type="text/plain")
-        response = await call_next(request)
-        if token is not None and request.query_params.get("token") == token:
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-        return response
+    guard(app, token=token, loopback=loopback)
 
     def row(image_id: str) -> dict:
         if image_id not in state.rows:
@@ -175,6 +161,30 @@ def create_app(log: DecisionLog, *, scope: str = "unreviewed", token: str | None
     static = importlib.resources.files("t2iverw.review") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app
+
+
+def guard(app: FastAPI, *, token: str | None, loopback: bool) -> None:
+    """The gate of every app `t2iverw` serves (review, search): Host check, token, write header."""
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS if loopback else ["*"])
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next):
+        if token is not None:
+            given = request.headers.get("x-review-token") or request.cookies.get(COOKIE) or \
+                request.query_params.get("token") or ""
+            if not secrets.compare_digest(given.encode(), token.encode()):
+                return Response("missing or wrong review token\n", status_code=401, media_type="text/plain")
+        if request.method not in ("GET", "HEAD") and request.headers.get(WRITE_HEADER) != "1":
+            return Response(f"writes need the {WRITE_HEADER} header\n", status_code=403, media_type="text/plain")
+        response = await call_next(request)
+        if token is not None and request.query_params.get("token") == token:
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+
+def hex_colours() -> list[str]:
+    """The parts' `show` colours as CSS hex, in part order."""
+    return [_hex(c) for c in COLOURS]
 
 
 def _hex(colour) -> str:

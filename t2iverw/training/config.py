@@ -1,10 +1,13 @@
-"""Training configuration: one dataclass, loaded from YAML, then overridden from the CLI.
+"""Training configuration: a shared dataclass plus one per model, loaded from YAML, then overridden from the CLI.
 
-The defaults are the released PFCVR code's default command (`train.sh`) apart from the
-documented fixes; benchmark/configs/pfcvr.yaml spells every one out and
-benchmark/FIDELITY.md says where each comes from. Where the paper's text and the code
-disagree, a named switch (a key with a fixed set of values) picks one reading.
-Unknown keys and values are an error, so a typo never silently trains the wrong model.
+`Config` holds what the engine owns (data, augmentation, optimisation, schedule,
+selection); each model's dataclass (`RetrievalModel.config_class`) adds its own keys, and
+a YAML file names its model with `model: NAME`. The PFCVR defaults are the released
+code's default command (`train.sh`) apart from the documented fixes;
+benchmark/configs/pfcvr.yaml spells every one out and benchmark/FIDELITY.md says where
+each comes from. Where a paper's text and its code disagree, a named switch (a key with a
+fixed set of values) picks one reading. Unknown keys and values are an error, so a typo
+never silently trains the wrong model.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -22,56 +26,36 @@ CONFIGS = Path(str(importlib.resources.files("t2iverw.configs")))  # benchmark/c
 PFCVR_CONFIG = CONFIGS / "pfcvr.yaml"  # the released code's default command
 PFCVR_AUG_CONFIG = CONFIGS / "pfcvr-aug.yaml"  # + the release's augmentation scheme
 PFCVR_PAPER_CONFIG = CONFIGS / "pfcvr-paper.yaml"  # the paper's text where it disagrees with the code
-TINY_CONFIG = CONFIGS / "tiny.yaml"  # a tiny CPU model trained from scratch (tests, demo)
-
-# switch -> its values; the first is the released code's behaviour
-CHOICES: dict[str, tuple[str, ...]] = {
-    "plfa_memory": ("image", "caption"),
-    "part_pool": ("learned", "mean"),
-    "part_loss": ("within_image", "batch"),
-    "mim_mask": ("release", "random"),
-    "aug_grouping": ("batch", "epoch"),
-    "aug_source": ("release", "generated"),
-    "lr_groups": ("release", "new_modules"),
-    "lr_step": ("epoch", "batch"),
-    "selection": ("val", "last", "test"),
-    "mixed_precision": ("bf16", "fp16", "no"),
-}
+TINY_CONFIG = CONFIGS / "pfcvr-tiny.yaml"  # a tiny CPU PFCVR trained from scratch (tests, demo)
+DEFAULT_MODEL = "pfcvr"
 
 
 @dataclass
 class Config:
+    """The engine's keys, shared by every model."""
+
+    # switch -> its values (merged with the subclasses'); the first is the released code's behaviour
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "mim_mask": ("release", "random"),
+        "aug_grouping": ("batch", "epoch"),
+        "aug_source": ("release", "generated"),
+        "lr_groups": ("release", "new_modules"),
+        "lr_step": ("epoch", "batch"),
+        "selection": ("val", "last", "test"),
+        "mixed_precision": ("bf16", "fp16", "no"),
+    }
+
     name: str = "default"  # the YAML file's stem unless set; recorded in every run and prediction
-    # backbone
-    clip: str = "openai/clip-vit-base-patch16"  # hub id or local directory (CLIPModel + tokenizer)
-    random_clip: dict | None = None  # CLIPConfig kwargs: train from a randomly initialised backbone instead
-    image_size: int = 384  # position embeddings are interpolated to this input size
+    model: str = DEFAULT_MODEL  # the registered model (`t2iverw models`)
+    image_size: int = 384
     text_length: int = 77
-    # modules (the paper's ablation: IRRA -> +PLFA -> +BMRIA -> +aug)
-    plfa: bool = True
-    bmria: bool = True
-    aug: bool = False  # the released default command passes no --augmentation
-    heads: int = 8
-    # PLFA
-    plfa_memory: str = "image"  # image: image CLS + part text (code); caption: part text + caption (paper)
-    part_pool: str = "learned"  # learned 1x1 conv over the patches (code); mean of the part's patches
-    part_loss: str = "within_image"  # BCE over one image's parts (code); batch: contrast across images
-    part_decoder_layers: int = 6
-    part_ffn: int = 2048
-    part_dropout: float = 0.1
-    # BMRIA
-    mlm_layers: int = 4
+    loss_weights: dict = field(default_factory=dict)  # every loss a model returns needs a weight
+    # masking for the models that ask for it (RetrievalModel.batch_needs: mlm, mim)
     mlm_ratio: float = 0.15
-    mim_layers: int = 4
-    mim_head_dim: int = 96
     mim_mask: str = "release"  # release: start from the MIM seed grid; random
     mim_ratio: float = 0.75  # share of patches masked (the code's mim_masked_rate 0.25 keeps 25%)
-    # losses
-    temperature: float = 0.07  # fixed SDM / part scale 1/0.07
-    loss_weights: dict = field(
-        default_factory=lambda: {"sdm": 1.0, "id": 0.5, "part": 0.2, "mlm": 0.5, "mim": 0.5}
-    )
     # augmentation
+    aug: bool = False  # the released default command passes no --augmentation
     aug_grouping: str = "batch"  # batch: the four copies of an item share a batch (code); epoch: 4x epoch
     aug_source: str = "release"  # release: the export's image_dark/light/noisy; generated: made here
     gamma_dark: float = 2.0  # under-exposed copy: pixel ** gamma on [0, 1]
@@ -85,7 +69,7 @@ class Config:
     epochs: int = 60
     batch_size: int = 5  # items (image-caption pairs) per global batch; x4 images with aug_grouping: batch
     lr: float = 1e-5
-    lr_groups: str = "release"  # release: x5 only cross/classifier/mlm_head; new_modules: x5 every new module
+    lr_groups: str = "release"  # release: IRRA/PFCVR's solver/build.py rule; new_modules: x5 every new module
     new_module_lr_factor: float = 5.0
     bias_lr_factor: float = 2.0
     weight_decay: float = 4e-5
@@ -107,9 +91,36 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def all_choices(cls) -> dict[str, tuple[str, ...]]:
+        merged: dict[str, tuple[str, ...]] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("choices", {}))
+        return merged
+
+    def validate(self) -> None:
+        """Raise T2IError on a value no run should start with; subclasses extend it (calling super)."""
+        for key, allowed in self.all_choices().items():
+            if getattr(self, key) not in allowed:
+                raise T2IError(f"config key {key!r} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")
+        if not 0 < self.mim_ratio < 1:
+            raise T2IError(f"mim_ratio is the share of patches masked and must lie in (0, 1); got {self.mim_ratio}")
+        if self.selection == "val" and self.val_ratio <= 0:
+            raise T2IError("selection: val needs val_ratio > 0 (held-out train identities); or use selection: last")
+
+
+@dataclass
+class ClipBackboneConfig(Config):
+    """The keys of the models built on a Hugging Face CLIPModel."""
+
+    clip: str = "openai/clip-vit-base-patch16"  # hub id or local directory (CLIPModel + tokenizer)
+    random_clip: dict | None = None  # CLIPConfig kwargs: train from a randomly initialised backbone instead
+
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Config from YAML `path` (or the defaults), then `overrides` (key -> value) on top."""
+    """The config of the model that YAML `path` (or `overrides`) names, `overrides` (key -> value) on top."""
+    from t2iverw.models import get
+
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -119,15 +130,45 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not isinstance(values, dict):
             raise T2IError(f"config file {path} is not a YAML mapping")
         values.setdefault("name", path.stem)
-    values.update(overrides or {})
-    known = {f.name for f in dataclasses.fields(Config)}
+    overrides = overrides or {}
+    if "model" in overrides and "model" in values and overrides["model"] != values["model"]:
+        raise T2IError(f"config {path} is for model {values['model']!r}, not {overrides['model']!r}")
+    values.update(overrides)
+    klass = get(str(values.get("model", DEFAULT_MODEL))).config_class
+    known = {f.name for f in dataclasses.fields(klass)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise T2IError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-    defaults = Config()
-    cfg = Config(**{k: _typed(k, v, getattr(defaults, k)) for k, v in values.items()})
-    _check(cfg)
+        raise T2IError(f"unknown config key {unknown[0]!r} for model {values.get('model', DEFAULT_MODEL)!r}; "
+                       f"known keys: {', '.join(sorted(known))}")
+    defaults = klass()
+    cfg = klass(**{k: _typed(k, v, getattr(defaults, k)) for k, v in values.items()})
+    cfg.validate()
     return cfg
+
+
+def shipped_configs(model: str | None = None) -> list[str]:
+    """Names of the configs in benchmark/configs (of `model` only, when given)."""
+    names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    if model is None:
+        return names
+    return [n for n in names if (yaml.safe_load((CONFIGS / f"{n}.yaml").read_text()) or {}).get("model", DEFAULT_MODEL) == model]
+
+
+def resolve_config(config: str | Path | None, model: str | None = None) -> Path:
+    """The YAML file `--config` means: a path; `tiny` (MODEL-tiny.yaml); a shipped config's name;
+    or, with no --config, the model's full-size MODEL.yaml."""
+    model_name = model or DEFAULT_MODEL
+    if config is None:
+        config = model_name
+    elif str(config) == "tiny":
+        config = f"{model_name}-tiny"
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    shipped = CONFIGS / f"{config}.yaml"
+    if not shipped.exists():
+        raise T2IError(f"no config {str(config)!r}: give a YAML path or one of {', '.join(shipped_configs())}")
+    return shipped
 
 
 def _typed(key: str, value: object, default: object) -> object:
@@ -151,29 +192,20 @@ def _typed(key: str, value: object, default: object) -> object:
     raise T2IError(f"config key {key!r} expects a {type(default).__name__}, got {value!r}")
 
 
-def _check(cfg: Config) -> None:
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise T2IError(f"config key {key!r} must be one of {', '.join(allowed)}; got {getattr(cfg, key)!r}")
-    if not 0 < cfg.mim_ratio < 1:
-        raise T2IError(f"mim_ratio is the share of patches masked and must lie in (0, 1); got {cfg.mim_ratio}")
-    if cfg.selection == "val" and cfg.val_ratio <= 0:
-        raise T2IError("selection: val needs val_ratio > 0 (held-out train identities); or use selection: last")
-    missing = sorted({"sdm", "id", "part", "mlm", "mim"} - set(cfg.loss_weights))
-    if missing:
-        raise T2IError(f"loss_weights lacks {missing[0]!r}")
-
-
-def config_from_options(path: str | Path | None, sets: list[str] = (), off: list[str] = (), **keys: object) -> Config:
-    """The config `t2iverw train` runs: YAML `path`, then `--set KEY=VALUE`s, then the named options
-    (`keys`, None = not given), then the ablation switches in `off` ("plfa", "bmria", "aug") set false."""
+def config_from_options(config: str | Path | None, model: str | None = None, sets: list[str] = (),
+                        off: list[str] = (), **keys: object) -> Config:
+    """The config `t2iverw train` runs: `--config` (resolve_config) for `--model`, then `--set KEY=VALUE`s,
+    then the named options (`keys`, None = not given), then the switches in `off` (boolean keys) set false."""
     overrides = dict(parse_override(s) for s in sets)
     overrides.update({k: v for k, v in keys.items() if v is not None})
-    unknown = sorted(set(off) - {"plfa", "bmria", "aug"})
-    if unknown:
-        raise T2IError(f"no ablation switch {unknown[0]!r}")
+    if model is not None:
+        overrides["model"] = model
     overrides.update({name: False for name in off})
-    return load_config(path, overrides)
+    cfg = load_config(resolve_config(config, model), overrides)
+    bad = [name for name in off if not isinstance(getattr(cfg, name), bool)]
+    if bad:
+        raise T2IError(f"model {cfg.model!r} has no switch {bad[0]!r}")
+    return cfg
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -14,6 +14,7 @@ grid (a cell is on when any part of it is), so a smaller model input still gets 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,10 +143,17 @@ class TrainImages(Dataset):
     every copy is its own sample with its own masking and the epoch is four times longer.
     """
 
-    def __init__(self, split: TrainSplit, tokenizer, cfg: Config, patch_size: int):
+    def __init__(self, split: TrainSplit, tokenizer, cfg: Config, grid: int, needs: frozenset[str] = frozenset(),
+                 mean: tuple = tuple(OPENAI_CLIP_MEAN), std: tuple = tuple(OPENAI_CLIP_STD),
+                 train_texts: Callable[[str, random.Random], list[str]] = lambda caption, rng: [caption]):
+        """`grid`: patches per side of the model's input; `needs`: the optional fields the model
+        asks for (RetrievalModel.batch_needs); `mean`/`std`: its pixel normalisation;
+        `train_texts`: the texts an item's caption becomes (RetrievalModel.train_texts), each
+        one sample of the item, kept in one batch like the augmented copies."""
         self.rows, self.items, self.tokenizer, self.cfg = split.fit, split.items, tokenizer, cfg
+        self.train_texts = train_texts
         self.label = {v: i for i, v in enumerate(split.classes)}
-        self.grid = cfg.image_size // patch_size
+        self.grid, self.needs = grid, needs
         self.variants = VARIANTS if cfg.aug else VARIANTS[:1]
         self.per_epoch = len(self.variants) if cfg.aug and cfg.aug_grouping == "epoch" else 1
         check_copies(self.rows, cfg)
@@ -154,9 +162,9 @@ class TrainImages(Dataset):
         if cfg.geometric_aug:
             steps += [v2.Pad(cfg.pad), v2.RandomCrop(size)]
         self.geometric = v2.Compose(steps)
-        self.normalize = v2.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        self.normalize = v2.Normalize(list(mean), list(std))
         # the released erasing fills with the mean's values *after* normalisation
-        self.erase = (v2.RandomErasing(p=cfg.erase_prob, scale=tuple(cfg.erase_scale), value=list(OPENAI_CLIP_MEAN))
+        self.erase = (v2.RandomErasing(p=cfg.erase_prob, scale=tuple(cfg.erase_scale), value=list(mean))
                       if cfg.geometric_aug else v2.Identity())
 
     def __len__(self) -> int:
@@ -166,7 +174,15 @@ class TrainImages(Dataset):
         item = index // self.per_epoch
         row_index, k = self.items[item]
         row = self.rows[row_index]
-        tokens = tokenize(self.tokenizer, [caption_list(row["captions"], row["caption"])[k]], self.cfg.text_length)
+        texts = self.train_texts(caption_list(row["captions"], row["caption"])[k], random)
+        samples = [self._sample(row, text, item, index) for text in texts]
+        if len(samples) == 1:
+            return samples[0]
+        return [s for sample in samples for s in (sample if isinstance(sample, list) else [sample])]
+
+    def _sample(self, row: dict, caption: str, item: int, index: int) -> dict | list[dict]:
+        """The sample(s) of one text of an item: one, or its augmented copies."""
+        tokens = tokenize(self.tokenizer, [caption], self.cfg.text_length)
         text = {"input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0],
                 "labels": torch.tensor(self.label[row["vehicle_id"]]), "item": torch.tensor(item)}
         if self.per_epoch > 1:  # one copy per sample
@@ -176,6 +192,8 @@ class TrainImages(Dataset):
         return copies if self.cfg.aug else copies[0]
 
     def _masked(self, text: dict) -> dict:
+        if "mlm" not in self.needs:
+            return text
         mlm_ids, mlm_labels = mask_tokens(text["input_ids"], text["attention_mask"], self.tokenizer, self.cfg.mlm_ratio)
         return {**text, "mlm_ids": mlm_ids, "mlm_labels": mlm_labels}
 
@@ -187,9 +205,10 @@ class TrainImages(Dataset):
         masks = tv_tensors.Mask(F.interpolate(masks[None].float(), size=(h, w), mode="nearest")[0].bool())
         pixels, masks = self.geometric(tv_tensors.Image(pixels), masks)
         cells = pool_grid(masks.as_subclass(torch.Tensor), self.grid)
-        sample = {**text, "pixel_values": self.erase(self.normalize(pixels)).as_subclass(torch.Tensor),
-                  "part_grid": cells[:-1]}
-        if self.cfg.bmria:
+        sample = {**text, "pixel_values": self.erase(self.normalize(pixels)).as_subclass(torch.Tensor)}
+        if "part_grid" in self.needs:
+            sample["part_grid"] = cells[:-1]
+        if "mim" in self.needs:
             seed = cells[-1] if self.cfg.mim_mask == "release" else None
             sample["mim_hidden"] = mim_cells(seed, self.grid**2, self.cfg.mim_ratio).view(self.grid, self.grid)
         return sample
@@ -242,7 +261,8 @@ def queries(rows) -> Queries:
 class EvalImages(Dataset):
     """Resized, normalised images in the given row order, for encoding a gallery."""
 
-    def __init__(self, rows, image_size: int, order: list[int] | None = None):
+    def __init__(self, rows, image_size: int, order: list[int] | None = None, mean: tuple = tuple(OPENAI_CLIP_MEAN),
+                 std: tuple = tuple(OPENAI_CLIP_STD)):
         self.rows = rows
         self.order = list(range(len(rows))) if order is None else order
         self.transform = v2.Compose(
@@ -250,7 +270,7 @@ class EvalImages(Dataset):
                 v2.ToImage(),
                 v2.Resize((image_size, image_size), antialias=True),
                 v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
+                v2.Normalize(list(mean), list(std)),
             ]
         )
 

@@ -1,7 +1,7 @@
 """The training loop: accelerate for devices / bf16 / several processes, a checkpoint per epoch, resume.
 
-A run directory holds everything `predict` needs (config.yaml, clip/ with the backbone
-config and tokenizer, run.json, model.safetensors = the selected epoch) plus
+A run directory holds everything `predict` needs (config.yaml, backbone/ with the
+backbone config and tokenizer, run.json, model.safetensors = the selected epoch) plus
 metrics.jsonl (one record per finished epoch), summary.json (which epoch was kept and
 how), curve.png and checkpoints/epoch-NNNN.
 
@@ -23,11 +23,11 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from t2iverw import models
+from t2iverw.fingerprints import config_fingerprint, dataset_fingerprint
 from t2iverw.training.config import Config
 from t2iverw.training.data import (COLUMNS, COPY_COLUMNS, TrainImages, check_copies, collate, load_split,
                                   split_train)
-from t2iverw.models.backbones import load_clip, save_random_clip
-from t2iverw.models.pfcvr import build_model
 from t2iverw.training.optim import lr_factor, param_groups
 from t2iverw.training.retrieval import encode, score_matrix
 from t2iverw.errors import T2IError
@@ -38,6 +38,7 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 WEIGHTS = "model.safetensors"
+BACKBONE = "backbone"  # what RetrievalModel.save_run_files writes and from_run reads
 EVAL_COLUMNS = ["image", "image_id", "vehicle_id", "caption_id", "caption", "captions"]
 TEST_WARNING = "model selected on the test split (selection: test, the authors' protocol): test numbers are optimistic"
 
@@ -66,8 +67,16 @@ def make_optimizer(model, cfg: Config) -> torch.optim.Adam:
 
 
 def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | None = None) -> Path:
-    """Train PFCVR on the export at `dataset` into run directory `out`; resumes if `out` has checkpoints."""
+    """Train `cfg.model` on the export at `dataset` into run directory `out`; resumes if `out` has checkpoints."""
+    import time
+
     from accelerate.utils import set_seed
+
+    model_class = models.get(cfg.model)
+    if not model_class.trainable:
+        raise T2IError(f"model {cfg.model!r} is zero-shot and has nothing to train: "
+                       f"`t2iverw predict --model {cfg.model} ...` ranks with it directly")
+    started = time.perf_counter()
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,11 +88,14 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
     splits = split_train(train_rows, cfg.val_ratio, cfg.seed)
     test = load_split(dataset, "test", EVAL_COLUMNS, cache_dir) if cfg.selection == "test" else None
 
-    clip, tokenizer = load_clip(_clip_source(cfg, out, accelerator), cfg.image_size)
-    model = build_model(clip, tokenizer, cfg, len(splits.classes))
     if accelerator.is_main_process:
-        _write_run_files(out, cfg, clip, tokenizer, splits.classes)
-    data = TrainImages(splits, tokenizer, cfg, clip.config.vision_config.patch_size)
+        model_class.prepare(cfg, out)
+    accelerator.wait_for_everyone()
+    model, tokenizer = model_class.build(cfg, len(splits.classes), out)
+    if accelerator.is_main_process:
+        _write_run_files(out, cfg, model, tokenizer, splits.classes)
+    data = TrainImages(splits, tokenizer, cfg, getattr(model, "grid", 1), model_class.batch_needs(cfg),
+                       model_class.image_mean, model_class.image_std, model_class.train_texts)
     loader = train_loader(data, cfg)
     optimizer = make_optimizer(model, cfg)
     steps = len(loader)  # global batches per epoch; with split_batches the scheduler steps once per global batch
@@ -97,7 +109,7 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not accelerator.is_local_main_process)
         for batch in bar:
             terms = model(batch)
-            loss = sum(cfg.loss_weights[k] * v for k, v in terms.items())
+            loss = sum(_weight(cfg, k) * v for k, v in terms.items())
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -122,7 +134,11 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
         accelerator.wait_for_everyone()
         _checkpoint(accelerator, out, record, best)
     if accelerator.is_main_process:
-        _write_summary(out, cfg, accelerator.num_processes, best["epoch"])
+        extra = {"dataset": str(dataset), "dataset_fingerprint": dataset_fingerprint(dataset),
+                 "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
+                 "train_seconds": round(time.perf_counter() - started, 1),
+                 "hardware": _hardware(accelerator)}
+        _write_summary(out, cfg, accelerator.num_processes, best["epoch"], extra)
         plot_curve(out / METRICS, out / "curve.png")
     accelerator.end_training()
     return out
@@ -145,25 +161,23 @@ def _selection_score(cfg: Config, record: dict) -> float:
     return float(record["epoch"])
 
 
-def _clip_source(cfg: Config, out: Path, accelerator) -> str:
-    """The backbone to load: `cfg.clip`, or a random CLIP written once into the run when `random_clip` is set."""
-    if cfg.random_clip is None:
-        return cfg.clip
-    init = out / "clip_init"
-    if accelerator.is_main_process and not (init / "config.json").exists():
-        tmp = out / "clip_init.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_random_clip(tmp, cfg.random_clip)
-        tmp.rename(init)
-    accelerator.wait_for_everyone()
-    return str(init)
+def _weight(cfg: Config, name: str) -> float:
+    if name not in cfg.loss_weights:
+        raise T2IError(f"model {cfg.model!r} returned loss {name!r}, which has no entry in loss_weights")
+    return cfg.loss_weights[name]
 
 
-def _write_run_files(out: Path, cfg: Config, clip, tokenizer, classes: list[str]) -> None:
+def _hardware(accelerator) -> str:
+    """What trained the run, e.g. 'cpu x2' or 'cuda NVIDIA H100 80GB HBM3 x8' (this session's resumed part)."""
+    device = accelerator.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return " ".join(filter(None, [device.type, name, f"x{accelerator.num_processes}"]))
+
+
+def _write_run_files(out: Path, cfg: Config, model, tokenizer, classes: list[str]) -> None:
     write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    clip.config.save_pretrained(out / "clip")
-    tokenizer.save_pretrained(out / "clip")
-    write_json(out / "run.json", {"classes": classes})
+    model.save_run_files(tokenizer, out / BACKBONE)
+    write_json(out / "run.json", {"classes": classes, "model": cfg.model})
 
 
 def _retrieval(model, rows, tokenizer, cfg: Config, device, prefix: str) -> dict[str, float]:
@@ -228,10 +242,11 @@ def _resume(accelerator, out: Path) -> tuple[int, dict]:
     return state["epoch"], state["best"]
 
 
-def _write_summary(out: Path, cfg: Config, processes: int, selected_epoch: int | None) -> None:
-    """summary.json: which epoch model.safetensors holds, chosen how, and its record."""
+def _write_summary(out: Path, cfg: Config, processes: int, selected_epoch: int | None, extra: dict) -> None:
+    """summary.json: which model and config, on which data, which epoch model.safetensors holds, chosen how."""
     records = {r["epoch"]: r for r in read_jsonl(out / METRICS)}
-    summary = {"config": cfg.name, "selection": cfg.selection, "selected_on_test": cfg.selection == "test",
+    summary = {"model": cfg.model, "config": cfg.name, "config_fingerprint": config_fingerprint(cfg.to_dict()),
+               **extra, "selection": cfg.selection, "selected_on_test": cfg.selection == "test",
                "selected_epoch": selected_epoch, "epochs": cfg.epochs, "processes": processes,
                "global_batch": cfg.batch_size, "selected": records.get(selected_epoch, {})}
     if cfg.selection == "test":
@@ -249,9 +264,10 @@ def plot_curve(metrics_path: Path, png: Path) -> None:
     records = list(read_jsonl(metrics_path))
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "sdm", "id", "part", "mlm", "mim"):
-        if key in records[0]:
-            ax_loss.plot(epochs, [r[key] for r in records], label=key)
+    skip = {"epoch", "lr", "selection", "selected_on_test", "warning"}
+    for key in [k for k, v in records[0].items()
+                if k not in skip and isinstance(v, float) and not k.startswith(("val_", "test_"))]:
+        ax_loss.plot(epochs, [r[key] for r in records], label=key)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="training losses")
     ax_loss.legend()
     shown = [k for k in ("val_r1", "val_map", "test_r1", "test_map") if k in records[0]]

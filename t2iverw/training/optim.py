@@ -20,15 +20,14 @@ from t2iverw.training.config import Config
 
 RELEASE_CROSS = ("mlm.cross_attn.", "mlm.cross_transformer.")  # the release's `cross` in the name
 RELEASE_HEADS = ("classifier.", "mlm.head.")  # the release's `classifier` / `mlm_head`
-BACKBONE = "clip."
 
 
 def is_bias(name: str) -> bool:
     return "bias" in name.rsplit(".", 1)[-1]
 
 
-def rate(name: str, cfg: Config) -> tuple[float, float]:
-    """(learning rate, weight decay) of the parameter called `name`."""
+def rate(name: str, cfg: Config, backbone: tuple[str, ...] = ("clip.",)) -> tuple[float, float]:
+    """(learning rate, weight decay) of the parameter called `name`; `backbone`: the pretrained prefixes."""
     factor, decay = 1.0, cfg.weight_decay
     if cfg.lr_groups == "release":
         if name.startswith(RELEASE_CROSS):
@@ -38,7 +37,7 @@ def rate(name: str, cfg: Config) -> tuple[float, float]:
         if name.startswith(RELEASE_HEADS):
             factor = cfg.new_module_lr_factor
     else:
-        new = not name.startswith(BACKBONE)
+        new = not name.startswith(backbone)
         if is_bias(name):
             decay = cfg.weight_decay_bias
         factor = cfg.new_module_lr_factor if new else (cfg.bias_lr_factor if is_bias(name) else 1.0)
@@ -54,7 +53,7 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
     groups: dict[tuple[float, float], dict] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            lr, decay = rate(name, cfg)
+            lr, decay = rate(name, cfg, getattr(model, "backbone_prefixes", ("clip.",)))
             group = groups.setdefault((lr, decay), {"params": [], "lr": lr, "weight_decay": decay, "names": []})
             group["params"].append(p)
             group["names"].append(name)

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from t2iverw.training.config import load_config
-from t2iverw.training.engine import EVAL_COLUMNS, SUMMARY, TEST_WARNING, WEIGHTS
+from t2iverw import models
+from t2iverw.fingerprints import dataset_fingerprint
+from t2iverw.models.base import RetrievalModel
+from t2iverw.training.config import load_config, resolve_config
+from t2iverw.training.engine import BACKBONE, EVAL_COLUMNS, SUMMARY, TEST_WARNING, WEIGHTS
 from t2iverw.training.data import load_split
-from t2iverw.models.pfcvr import PFCVR, build_model
 from t2iverw.training.retrieval import encode, ranking, score_blocks
 from t2iverw.errors import T2IError
 from t2iverw.storage import atomic_path
@@ -32,37 +34,51 @@ from t2iverw.storage import atomic_path
 DEFAULT_TOP_K = 100
 
 
-def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[PFCVR, object]:
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[RetrievalModel, object]:
     """(model, tokenizer) of a finished run directory, built from its saved config and weights."""
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
     run = Path(run)
-    for name in ("config.yaml", "run.json", "clip/config.json", WEIGHTS):
+    for name in ("config.yaml", "run.json", BACKBONE, WEIGHTS):
         if not (run / name).exists():
             raise T2IError(f"{run} is not a finished training run (no {name}); run `t2iverw train` first")
     cfg = load_config(run / "config.yaml")
-    clip = CLIPModel(CLIPConfig.from_pretrained(run / "clip"))
-    tokenizer = AutoTokenizer.from_pretrained(run / "clip")
     classes = json.loads((run / "run.json").read_text())["classes"]
-    model = build_model(clip, tokenizer, cfg, len(classes))
+    model, tokenizer = models.get(cfg.model).from_run(cfg, len(classes), run / BACKBONE)
     model.load_state_dict(load_file(str(run / WEIGHTS)))
     return model.to(device).eval(), tokenizer
 
 
-def run_meta(run: str | Path, cfg) -> dict:
-    """Provenance of a run's predictions: the run, its config and how its epoch was selected."""
-    summary_path = Path(run) / SUMMARY
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    meta = {"run": str(run), "config": cfg.name, "selection": cfg.selection,
-            "selected_on_test": cfg.selection == "test", "selected_epoch": summary.get("selected_epoch")}
+def load_zero_shot(name: str, overrides: dict | None = None, device: str | torch.device = "cpu",
+                   config: str | Path | None = None) -> tuple[RetrievalModel, object]:
+    """(model, tokenizer) of a model that ranks without training, from its shipped config + `overrides`."""
+    model_class = models.get(name)
+    if model_class.trainable:
+        raise T2IError(f"model {name!r} must be trained first (`t2iverw train --model {name}`), then "
+                       f"`t2iverw predict --run RUN`")
+    cfg = load_config(resolve_config(config, name), {**(overrides or {}), "model": name})
+    with tempfile.TemporaryDirectory() as workdir:
+        model_class.prepare(cfg, Path(workdir))
+        model, tokenizer = model_class.build(cfg, 0, Path(workdir))
+    return model.to(device).eval(), tokenizer
+
+
+def run_meta(run: str | Path | None, cfg) -> dict:
+    """Provenance of a run's predictions: the model, the run, its config and how its epoch was selected."""
+    summary_path = Path(run) / SUMMARY if run is not None else None
+    summary = json.loads(summary_path.read_text()) if summary_path and summary_path.exists() else {}
+    meta = {"model": cfg.model, "run": None if run is None else str(run), "config": cfg.name,
+            "selection": cfg.selection, "selected_on_test": cfg.selection == "test",
+            "selected_epoch": summary.get("selected_epoch"), "trained_on": summary.get("dataset_fingerprint")}
+    if not models.get(cfg.model).trainable:
+        meta |= {"selection": "zero-shot", "selected_on_test": False}
     if meta["selected_on_test"]:
         meta["warning"] = TEST_WARNING
     return meta
 
 
 def predict(
-    run: str | Path,
+    run: str | Path | None,
     dataset: str | Path,
     out_ranks: str | Path,
     scores_path: str | Path | None = None,
@@ -71,14 +87,21 @@ def predict(
     device: str | None = None,
     num_workers: int = 0,
     cache_dir: str | None = None,
+    zero_shot: tuple[str, dict, str | None] | None = None,
 ) -> Path:
-    """Write ranks.json (and the score matrix) for the test split of `dataset`; returns the ranks path."""
+    """Write ranks.json (and the score matrix) for the test split of `dataset`; returns the ranks path.
+
+    `run` is a training run; with `run=None`, `zero_shot` = (model name, config overrides,
+    --config or None) names a model that ranks without training (`predict --model clip --clip PATH`).
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if scores_path is not None and Path(scores_path).suffix not in (".npy", ".npz"):
         raise T2IError(f"--scores must end with .npy or .npz, got {scores_path}")
-    model, tokenizer = load_run(run, device)
+    model, tokenizer = load_run(run, device) if run is not None else load_zero_shot(
+        zero_shot[0], zero_shot[1], device, zero_shot[2])
     enc = encode(model, load_split(dataset, "test", EVAL_COLUMNS, cache_dir), tokenizer, batch_size, device, num_workers)
-    meta = run_meta(run, model.cfg) | {"top_k": top_k or None, "queries": len(enc.query_ids),
+    meta = run_meta(run, model.cfg) | {"dataset_fingerprint": dataset_fingerprint(dataset),
+                                      "top_k": top_k or None, "queries": len(enc.query_ids),
                                       "gallery": len(enc.gallery_ids)}
     shape = (len(enc.query_ids), len(enc.gallery_ids))
     with ExitStack() as stack:

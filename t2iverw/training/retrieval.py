@@ -41,14 +41,23 @@ def encode(model, rows, tokenizer, batch_size: int, device, num_workers: int = 0
     for start in tqdm(range(0, len(q.texts), batch_size), desc="encode text", unit="batch", leave=False):
         tok = tokenize(tokenizer, q.texts[start : start + batch_size], cfg.text_length).to(device)
         texts.append(model.encode_text(tok["input_ids"], tok["attention_mask"]).cpu())
+    gallery_ids, gallery_labels, images = encode_gallery(model, rows, batch_size, device, num_workers)
+    width = images.shape[1]
+    return Encoded(q.ids, q.labels, torch.cat(texts) if texts else torch.zeros(0, width),
+                   gallery_ids, gallery_labels, images)
+
+
+@torch.no_grad()
+def encode_gallery(model, rows, batch_size: int, device, num_workers: int = 0,
+                   leave: bool = False) -> tuple[list[str], list[str], torch.Tensor]:
+    """(image ids, vehicle ids, features) of every image of `rows`, sorted by image id."""
+    model.eval()
     image_ids, labels = rows["image_id"], rows["vehicle_id"]
     order = sorted(range(len(image_ids)), key=image_ids.__getitem__)
-    loader = DataLoader(EvalImages(rows, cfg.image_size, order), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(EvalImages(rows, model.cfg.image_size, order, model.image_mean, model.image_std), batch_size=batch_size, num_workers=num_workers)
     images = [model.encode_image(pixels.to(device)).cpu()
-              for pixels in tqdm(loader, desc="encode images", unit="batch", leave=False)]
-    width = model.clip.config.projection_dim
-    return Encoded(q.ids, q.labels, torch.cat(texts) if texts else torch.zeros(0, width),
-                   [image_ids[i] for i in order], [labels[i] for i in order], torch.cat(images))
+              for pixels in tqdm(loader, desc="encode images", unit="batch", leave=leave)]
+    return [image_ids[i] for i in order], [labels[i] for i in order], torch.cat(images)
 
 
 @torch.no_grad()

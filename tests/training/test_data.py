@@ -11,12 +11,15 @@ import torch
 from PIL import Image
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from t2iverw.models.base import NEEDS
 from t2iverw.training.config import TINY_CONFIG, load_config
 from t2iverw.training.data import (COPY_COLUMNS, TrainImages, collate, load_split, photometric, queries,
                                    split_train)
 from t2iverw.training.engine import train_loader
 from t2iverw.constants import PARTS
 from t2iverw.errors import T2IError
+
+ALL_NEEDS = frozenset(NEEDS)  # every optional field the loader makes
 
 MEAN, STD = torch.tensor(OPENAI_CLIP_MEAN)[:, None, None], torch.tensor(OPENAI_CLIP_STD)[:, None, None]
 
@@ -63,7 +66,7 @@ def cfg(**overrides):
 def test_every_caption_is_an_item_and_a_query(tokenizer):
     split = one_row_split(["a red car", "a crimson sedan"])
     assert split.items == [(0, 0), (0, 1)]
-    data = TrainImages(split, tokenizer, cfg(), 8)
+    data = TrainImages(split, tokenizer, cfg(), 8, ALL_NEEDS)
     first, second = data[0], data[1]
     assert not torch.equal(first["input_ids"], second["input_ids"])
     q = queries(split.fit)
@@ -73,8 +76,8 @@ def test_every_caption_is_an_item_and_a_query(tokenizer):
 def test_an_empty_caption_is_no_training_item_but_keeps_the_query_ids_after_it(tokenizer):
     split = one_row_split(["a red car", "", "a crimson sedan"])
     assert split.items == [(0, 0), (0, 2)]
-    third = TrainImages(one_row_split(["a crimson sedan"]), tokenizer, cfg(), 8)[0]["input_ids"]
-    assert torch.equal(TrainImages(split, tokenizer, cfg(), 8)[1]["input_ids"], third)
+    third = TrainImages(one_row_split(["a crimson sedan"]), tokenizer, cfg(), 8, ALL_NEEDS)[0]["input_ids"]
+    assert torch.equal(TrainImages(split, tokenizer, cfg(), 8, ALL_NEEDS)[1]["input_ids"], third)
     q = queries(split.fit)  # the ids evaluation derives from the same row: caption k is `a#k`
     assert q.ids == ["a", "a#1", "a#2"] and q.texts == ["a red car", "", "a crimson sedan"]
 
@@ -83,7 +86,7 @@ def test_part_grid_and_mim_seed_flip_with_their_image(tokenizer):
     """The released code flips the image but not its masks; here they always agree."""
     seed = np.zeros((24, 24), dtype=bool)
     seed[:6, :6] = True  # the top-left corner of the 24 grid: 2 x 2 cells of the 8 grid
-    data = TrainImages(one_row_split(["a car"], seed.tolist()), tokenizer, cfg(), 8)
+    data = TrainImages(one_row_split(["a car"], seed.tolist()), tokenizer, cfg(), 8, ALL_NEEDS)
     flips = set()
     for _ in range(30):
         s = data[0]
@@ -97,7 +100,7 @@ def test_part_grid_and_mim_seed_flip_with_their_image(tokenizer):
 
 
 def test_without_a_release_seed_mim_starts_from_the_union_of_the_parts(tokenizer):
-    data = TrainImages(one_row_split(["a car"]), tokenizer, cfg(), 8)
+    data = TrainImages(one_row_split(["a car"]), tokenizer, cfg(), 8, ALL_NEEDS)
     for _ in range(5):
         s = data[0]
         assert s["mim_hidden"][s["part_grid"].any(0)].all() and int(s["mim_hidden"].sum()) == 48
@@ -116,7 +119,7 @@ def test_generated_copies_are_the_documented_gamma_and_noise():
 def test_grouped_augmentation_puts_the_four_copies_of_an_item_in_one_batch(export_dir, tokenizer):
     split = split_train(load_split(str(export_dir), "train"), 0, 0)
     c = cfg(aug=True, aug_grouping="batch", batch_size=5)
-    data = TrainImages(split, tokenizer, c, 8)
+    data = TrainImages(split, tokenizer, c, 8, ALL_NEEDS)
     assert len(data) == len(split.items)  # the epoch is not longer
     torch.manual_seed(0)
     batch = next(iter(train_loader(data, c)))
@@ -132,7 +135,7 @@ def test_grouped_augmentation_puts_the_four_copies_of_an_item_in_one_batch(expor
 
 def test_epoch_grouping_makes_each_copy_its_own_sample(export_dir, tokenizer):
     split = split_train(load_split(str(export_dir), "train"), 0, 0)
-    data = TrainImages(split, tokenizer, cfg(aug=True, aug_grouping="epoch"), 8)
+    data = TrainImages(split, tokenizer, cfg(aug=True, aug_grouping="epoch"), 8, ALL_NEEDS)
     assert len(data) == 4 * len(split.items)
     samples = [data[i] for i in range(4)]
     assert all(isinstance(s, dict) for s in samples) and {int(s["item"]) for s in samples} == {0}
@@ -142,7 +145,7 @@ def test_epoch_grouping_makes_each_copy_its_own_sample(export_dir, tokenizer):
 def test_release_copies_come_from_the_export_columns(tokenizer):
     black, white = np.zeros((48, 48, 3), np.uint8), np.full((48, 48, 3), 255, np.uint8)
     split = one_row_split(["a car"], extra={"image_dark": png(black), "image_light": png(white), "image_noisy": png(black)})
-    data = TrainImages(split, tokenizer, cfg(aug=True, aug_source="release"), 8)
+    data = TrainImages(split, tokenizer, cfg(aug=True, aug_source="release"), 8, ALL_NEEDS)
     original, dark, light, noisy = (s["pixel_values"] for s in data[0])
     assert torch.allclose(dark, (0 - MEAN) / STD * torch.ones_like(dark), atol=1e-5)
     assert torch.allclose(light, (1 - MEAN) / STD * torch.ones_like(light), atol=1e-5)
@@ -152,7 +155,7 @@ def test_release_copies_come_from_the_export_columns(tokenizer):
 def test_release_copies_missing_is_one_clear_error(export_dir, tokenizer):
     split = split_train(load_split(str(export_dir), "train", optional=COPY_COLUMNS), 0, 0)
     with pytest.raises(T2IError, match="aug_source: release needs .*--augmented-copies.*aug_source: generated"):
-        TrainImages(split, tokenizer, cfg(aug=True, aug_source="release"), 8)
+        TrainImages(split, tokenizer, cfg(aug=True, aug_source="release"), 8, ALL_NEEDS)
 
 
 def test_a_local_export_is_read_without_the_huggingface_cache(export_dir, tmp_path, monkeypatch):

@@ -7,11 +7,14 @@ import torch
 import yaml
 
 from t2iverw.models import losses
-from t2iverw.training.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG,
+from t2iverw.models.base import NEEDS
+from t2iverw.training.config import (CONFIGS, PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG,
                                      config_from_options, load_config)
 from t2iverw.training.data import TrainImages, collate, load_split, split_train
 from t2iverw.models.backbones import load_clip
 from t2iverw.models.pfcvr import build_model
+
+ALL_NEEDS = frozenset(NEEDS)  # every optional field the loader makes
 
 # the sizes of the tiny config, to build any config's modules on the tiny backbone
 TINY_SIZES = ("image_size", "heads", "part_decoder_layers", "part_ffn", "mlm_layers", "mim_layers", "mim_head_dim",
@@ -42,7 +45,7 @@ def train_split(export_dir):
 def batch(train_split, tiny_clip_dir):
     cfg = tiny_cfg(tiny_clip_dir)
     _, tokenizer = load_clip(tiny_clip_dir, cfg.image_size)
-    data = TrainImages(train_split, tokenizer, cfg, 8)
+    data = TrainImages(train_split, tokenizer, cfg, 8, ALL_NEEDS)
     torch.manual_seed(0)
     return collate([data[i] for i in range(6)])
 
@@ -148,14 +151,36 @@ def test_a_missing_part_contributes_nothing(batch, tiny_clip_dir):
 @pytest.mark.parametrize("base", [PFCVR_CONFIG, PFCVR_AUG_CONFIG, PFCVR_PAPER_CONFIG], ids=lambda p: p.stem)
 @pytest.mark.parametrize("flag", ["plfa", "bmria", "aug"])
 def test_ablation_flags_work_on_every_config(train_split, tiny_clip_dir, base, flag):
-    parsed = config_from_options(base, [], [flag])  # what `t2iverw train --config BASE --no-FLAG` runs
+    parsed = config_from_options(base, None, [], [flag])  # what `t2iverw train --config BASE --no-FLAG` runs
     assert getattr(parsed, flag) is False
     assert {k: v for k, v in parsed.to_dict().items() if k != flag} == \
         {k: v for k, v in load_config(base).to_dict().items() if k != flag}
     cfg = tiny_cfg(tiny_clip_dir, base, **{flag: False})
     _, tokenizer = load_clip(tiny_clip_dir, cfg.image_size)
-    data = TrainImages(train_split, tokenizer, cfg, 8)
+    data = TrainImages(train_split, tokenizer, cfg, 8, ALL_NEEDS)
     torch.manual_seed(0)
     terms = model_for(cfg, tiny_clip_dir)(collate([data[0], data[1]]))
     assert ("part" in terms) == cfg.plfa and ("mim" in terms) == cfg.bmria
     assert all(torch.isfinite(t) for t in terms.values())
+
+
+def test_irra_builds_only_its_modules_and_every_one_learns(batch, tiny_clip_dir):
+    """IRRA is PFCVR's global branch + MLM: no part decoder, no MIM decoder, and each loss reaches its module."""
+    from t2iverw.models.irra import IRRA
+
+    cfg = load_config(CONFIGS / "irra-tiny.yaml", {"clip": str(tiny_clip_dir), "random_clip": None})
+    clip, tokenizer = load_clip(tiny_clip_dir, cfg.image_size)
+    torch.manual_seed(0)
+    model = IRRA(clip, cfg, 50)
+    assert IRRA.batch_needs(cfg) == {"mlm"}
+    terms = model({k: v for k, v in batch.items() if k not in ("part_grid", "mim_hidden")})
+    assert set(terms) == {"sdm", "id", "mlm"} and all(torch.isfinite(t) for t in terms.values())
+    assert {n.split(".")[0] for n, _ in model.named_parameters()} == {"clip", "classifier", "mlm"}
+    for name, module in (("sdm", model.clip.visual_projection), ("id", model.classifier), ("mlm", model.mlm.head)):
+        model.zero_grad()
+        terms = model({k: v for k, v in batch.items() if k not in ("part_grid", "mim_hidden")})
+        terms[name].backward()
+        assert any(p.grad is not None and p.grad.any() for p in module.parameters()), name
+    model.zero_grad()
+    model(batch)["sdm"].backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.mlm.parameters())  # SDM never reaches MLM

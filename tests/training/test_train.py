@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from t2iverw.fingerprints import dataset_fingerprint
+from t2iverw.models.pfcvr import PFCVR
 from t2iverw.training.config import PFCVR_PAPER_CONFIG, TINY_CONFIG, load_config
 from t2iverw.training.data import load_split, split_train
 from t2iverw.training.engine import TEST_WARNING
@@ -77,7 +79,7 @@ def test_it_learns_colour_and_type(variant, export_dir, tmp_path, request):
     trained = evaluate_predictions(export_dir, scores=tmp_path / "scores.npy").metrics
 
     cfg = load_config(run / "config.yaml")
-    clip, tokenizer = load_clip(run / "clip_init", cfg.image_size)  # the same random start
+    clip, tokenizer = load_clip(run / "backbone_init", cfg.image_size)  # the same random start
     untrained = test_metrics(build_model(clip, tokenizer, cfg, 1), test, tokenizer)
 
     ids = np.array(test["vehicle_id"])
@@ -98,8 +100,13 @@ def test_run_directory_holds_logs_curve_summary_and_no_test_identity(trained_run
     assert records[-1]["loss"] < records[0]["loss"]
     assert (trained_run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((trained_run / "summary.json").read_text())
-    assert summary["config"] == "tiny" and summary["selection"] == "last" and summary["selected_on_test"] is False
+    assert summary["config"] == "pfcvr-tiny" and summary["selection"] == "last" and summary["selected_on_test"] is False
     assert summary["selected_epoch"] == cfg.epochs and "warning" not in summary
+    assert summary["model"] == "pfcvr" and summary["dataset_fingerprint"] == dataset_fingerprint(export_dir)
+    assert summary["hardware"] == "cpu x1" and summary["train_seconds"] > 0
+    classes = json.loads((trained_run / "run.json").read_text())["classes"]
+    model, _ = PFCVR.from_run(cfg, len(classes), trained_run / "backbone")
+    assert summary["parameters"] == sum(p.numel() for p in model.parameters())
     test_ids = set(load_split(str(export_dir), "test")["vehicle_id"])
     assert not test_ids & set(json.loads((trained_run / "run.json").read_text())["classes"])
 
@@ -243,3 +250,47 @@ def test_model_selection_never_reads_test(export_dir):
     test_ids = set(test["vehicle_id"])
     assert held.val.num_rows > 0 and not set(held.val["vehicle_id"]) & test_ids
     assert not set(held.fit["vehicle_id"]) & set(held.val["vehicle_id"])
+
+
+@pytest.fixture(scope="session")
+def irra_run(export_dir, tmp_path_factory):
+    """IRRA's tiny config trained with `t2iverw train --model irra --config tiny`."""
+    run = tmp_path_factory.mktemp("runs") / "irra"
+    subprocess.run([*CLI, "train", "--model", "irra", "--config", "tiny", "--dataset", str(export_dir), "--out", str(run)],
+                   check=True, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return run
+
+
+def test_models_lists_every_contestant_with_its_configs():
+    out = CliRunner().invoke(cli, ["models"])
+    assert out.exit_code == 0
+    lines = out.output.splitlines()
+    assert {line.split(":")[0].split(" ")[0] for line in lines if not line.startswith(" ")} >= {"pfcvr", "irra", "clip"}
+    assert "    configs: irra, irra-tiny" in lines
+
+
+@pytest.mark.slow
+def test_irra_learns_predicts_evaluates_and_is_not_pfcvr(irra_run, trained_run, export_dir, tmp_path):
+    subprocess.run([*CLI, "predict", "--run", str(irra_run), "--dataset", str(export_dir), "--top-k", "0"], check=True,
+                   env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta, irra_ranks = read_ranks(irra_run / "ranks.json")  # predict's default output
+    assert meta["model"] == "irra" and meta["config"] == "irra-tiny"
+    out = CliRunner().invoke(cli, ["eval", str(export_dir), "--pred", str(irra_run / "ranks.json"), "--json"])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.output)
+    ids = np.array(load_split(str(export_dir), "test")["vehicle_id"])
+    chance = 100 * np.mean([(ids == v).mean() for v in ids])
+    assert metrics["R1"] >= 2 * chance
+
+    predict(trained_run, export_dir, tmp_path / "pfcvr.json", top_k=0)
+    _, pfcvr_ranks = read_ranks(tmp_path / "pfcvr.json")
+    assert pfcvr_ranks.keys() == irra_ranks.keys() and pfcvr_ranks != irra_ranks
+    from safetensors import safe_open
+
+    def modules(run):
+        with safe_open(str(run / "model.safetensors"), "pt") as f:
+            return {k.split(".")[0] for k in f.keys()}
+
+    assert modules(irra_run) == {"clip", "classifier", "mlm"}
+    assert {"part_decoder", "mim"} <= modules(trained_run)
+    assert json.loads((irra_run / "summary.json").read_text())["model"] == "irra"

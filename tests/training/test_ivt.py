@@ -1,0 +1,63 @@
+"""IVT's pieces against hand computations on tiny tensors."""
+
+import math
+import random
+
+import torch
+
+from t2iverw.models.ivt import IVT, IVTConfig, cmpm, drop_tokens, phrase_and_word
+
+
+def test_cmpm_equals_hand_computation():
+    image = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    text = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    total = 0.0
+    for a, b in ((image, text), (text, image)):
+        for i in range(2):
+            logits = [sum(x * y for x, y in zip(a[i].tolist(), (b[j] / b[j].norm()).tolist())) for j in range(2)]
+            z = math.log(sum(math.exp(v) for v in logits))
+            p = [math.exp(v - z) for v in logits]
+            q = [1.0 if j == i else 0.0 for j in range(2)]
+            total += sum(p[j] * ((logits[j] - z) - math.log(q[j] + 1e-8)) for j in range(2)) / 2
+    assert abs(cmpm(image, text, labels).item() - total) < 1e-4
+
+
+def test_phrase_and_word_levels_come_from_comma_segments():
+    phrase, word = phrase_and_word("a white suv, with black roof, and a rack.", random.Random(0))
+    assert word in ("a white suv", "with black roof", "and a rack")
+    assert phrase in ("with black roof", "a white suv, and a rack")
+
+
+def test_bmm_keeps_cls_and_drops_at_most_percent():
+    random.seed(3)
+    x = torch.arange(11.0).view(1, 11, 1).repeat(2, 1, 1)
+    for _ in range(20):
+        y, m = drop_tokens(x, torch.ones(2, 11, dtype=torch.long), 0.2)
+        assert (y[:, 0, 0] == 0).all() and 9 <= y.shape[1] <= 11
+        assert (y[:, 1:, 0].diff(dim=1) > 0).all()
+
+
+def test_gradients_reach_both_mlps_and_the_shared_attention():
+    cfg = IVTConfig(dim=16, depth=1, heads=2, image_size=40, text_length=8, vocab_size=50)
+    model = IVT(cfg)
+    batch = {"pixel_values": torch.randn(4, 3, 40, 40), "input_ids": torch.randint(0, 50, (4, 8)),
+             "attention_mask": torch.ones(4, 8, dtype=torch.long), "labels": torch.tensor([0, 0, 1, 1])}
+    model(batch)["cmpm"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert names == {"patch_embed", "cls_vis", "pos_vis", "word_embed", "pos_txt", "blocks", "norm"}
+
+
+def test_run_files_round_trip_gives_the_same_text_features(tmp_path):
+    cfg = IVTConfig(dim=16, depth=1, heads=2, image_size=40, text_length=8)
+    model, tok = IVT.build(cfg, 3, tmp_path)
+    model.save_run_files(tok, tmp_path / "backbone")
+    again, tok2 = IVT.from_run(cfg, 3, tmp_path / "backbone")
+    again.load_state_dict(model.state_dict())
+    enc = tok2(["a red car"], padding="max_length", max_length=8, truncation=True, return_tensors="pt")
+    model.eval(), again.eval()
+    a = model.encode_text(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(a, again.encode_text(enc["input_ids"], enc["attention_mask"]))
+    assert torch.allclose(a.norm(dim=-1), torch.ones(1))
