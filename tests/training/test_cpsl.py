@@ -170,9 +170,13 @@ def test_shipped_configs_load_and_bad_switch_is_an_error():
 
 
 @pytest.mark.slow
-def test_cpsl_learns_predicts_evaluates(export_dir, tmp_path):
+@pytest.mark.parametrize("parts", ["none", "masks"])
+def test_cpsl_learns_predicts_evaluates(parts, export_dir, tmp_path):
+    """Discovered parts (the paper) and our annotated parts on the slots both learn; measured
+    (test R1/mAP, chance R1 5.9): none 26.4/33.0, masks 18.9/32.8."""
     run = tmp_path / "cpsl"
-    subprocess.run([*CLI, "train", "--model", "cpsl", "--config", "tiny", "--dataset", str(export_dir), "--out", str(run)],
+    subprocess.run([*CLI, "train", "--model", "cpsl", "--config", "tiny", "--set", f"part_supervision={parts}",
+                    "--dataset", str(export_dir), "--out", str(run)],
                    check=True, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     subprocess.run([*CLI, "predict", "--run", str(run), "--dataset", str(export_dir), "--top-k", "0"], check=True,
                    env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -183,7 +187,7 @@ def test_cpsl_learns_predicts_evaluates(export_dir, tmp_path):
     metrics = json.loads(out.output)
     ids = np.array(load_split(str(export_dir), "test")["vehicle_id"])
     chance = 100 * np.mean([(ids == v).mean() for v in ids])  # expected R1 of a random ranking
-    print(f"cpsl-tiny test R1/mAP {metrics['R1']:.1f}/{metrics['mAP']:.1f}, chance R1 {chance:.1f}")
+    print(f"cpsl-tiny ({parts}) test R1/mAP {metrics['R1']:.1f}/{metrics['mAP']:.1f}, chance R1 {chance:.1f}")
     assert metrics["R1"] >= 2 * chance
     from safetensors import safe_open
 
@@ -191,3 +195,4 @@ def test_cpsl_learns_predicts_evaluates(export_dir, tmp_path):
         assert {k.split(".")[0] for k in f.keys()} == {"clip", "classifier", "part_decoder"}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model"] == "cpsl" and "cmr" in summary["selected"]
+    assert ("slot_mask" in summary["selected"]) == (parts == "masks")
