@@ -17,6 +17,7 @@ MODELS: dict[str, str] = {
     "irra": "t2iverw.models.irra:IRRA",
     "clip": "t2iverw.models.clip:ZeroShotCLIP",
     "ivt": "t2iverw.models.ivt:IVT",
+    "cpsl": "t2iverw.models.cpsl:CPSL",
 }
 
 
