@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from t2iverw.caption.qa import AGREEMENT, COLOURS, FAMILIES, PAPER_MEAN_WORDS, TYPES, agreement, present_words, words
-from t2iverw.constants import PARTS
+from t2iverw.constants import GRID, PARTS
 from t2iverw.report.load import Dataset
 
 # what the caption prompt asks for (prompts/caption.md) -> how a caption names it
@@ -119,6 +119,8 @@ def part_stats(data: Dataset) -> PartStats:
     """Presence and area per part, and the mean grid of each part over the segmented images."""
     grids = data.grids
     n = len(grids)
+    if n == 0:  # nothing segmented yet (an indexed or captioned build): an empty section, not a crash
+        grids = np.zeros((0, len(PARTS), *GRID), dtype=bool)
     on = grids.reshape(n, len(PARTS), -1)
     table = pd.DataFrame({
         "part": list(PARTS),

@@ -126,9 +126,12 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
             record |= {"selected_on_test": True, "warning": TEST_WARNING}
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
-            record.update(_retrieval(unwrapped, splits.val, tokenizer, cfg, accelerator.device, "val"))
-            if test is not None:
-                record.update(_retrieval(unwrapped, test, tokenizer, cfg, accelerator.device, "test"))
+            # evaluation draws from the RNG (each DataLoader pass takes a seed): fork it, so that what is
+            # evaluated (val, test or nothing) never changes the training that follows, nor sets rank 0 apart
+            with torch.random.fork_rng(devices=[accelerator.device] if accelerator.device.type == "cuda" else []):
+                record.update(_retrieval(unwrapped, splits.val, tokenizer, cfg, accelerator.device, "val"))
+                if test is not None:
+                    record.update(_retrieval(unwrapped, test, tokenizer, cfg, accelerator.device, "test"))
             score = _selection_score(cfg, record)
             if score > best["score"] or (score == best["score"] and cfg.selection != "test"):
                 best = {"score": score, "epoch": record["epoch"]}
