@@ -121,7 +121,7 @@ def part_stats(data: Dataset) -> PartStats:
     n = len(grids)
     if n == 0:  # nothing segmented yet (an indexed or captioned build): an empty section, not a crash
         grids = np.zeros((0, len(PARTS), *GRID), dtype=bool)
-    on = grids.reshape(n, len(PARTS), -1)
+    on = grids.reshape(n, len(PARTS), int(np.prod(grids.shape[2:])))  # explicit: -1 is ambiguous at n = 0
     table = pd.DataFrame({
         "part": list(PARTS),
         "present (grid)": on.any(axis=2).mean(axis=0) if n else np.full(len(PARTS), np.nan),

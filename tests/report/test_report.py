@@ -194,3 +194,20 @@ def test_not_a_dataset_is_one_line_and_exit_2(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert result.output.strip().startswith("Error:") and "neither a build directory" in result.output
+
+
+@pytest.mark.parametrize("stages", [("index",), ("index", "caption")])
+def test_report_of_an_unfinished_build_says_which_stage_is_missing(stages, synth_root, tmp_path):
+    """A report is what a user wants before spending GPU hours on `segment`: it must not need one."""
+    from t2iverw.caption import run_captions
+    from t2iverw.index import build_index
+
+    build = tmp_path / "build"
+    build_index(synth_root, build)
+    if "caption" in stages:
+        run_captions(build, backend="template", progress=False)
+    result = CliRunner().invoke(cli, ["report", str(build), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="no-parts"' in page and "t2iverw segment BUILD" in page
+    assert ('id="no-captions"' in page) == ("caption" not in stages)
