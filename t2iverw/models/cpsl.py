@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from t2iverw.errors import T2IError
 from t2iverw.models import losses
-from t2iverw.models.backbones import clip_from_run, load_clip, random_clip_source, save_clip_run_files
-from t2iverw.models.base import RetrievalModel
+from t2iverw.models.clip_based import ClipBased, identity_classifier
 from t2iverw.models.part_slots import PartSlotDecoder
 from t2iverw.training.config import ClipBackboneConfig
 from t2iverw.training.distributed import gather
@@ -105,7 +102,7 @@ def slot_mask(attention: torch.Tensor, part_grid: torch.Tensor) -> torch.Tensor:
     return -torch.log(inside[present].clamp(min=EPS)).mean()
 
 
-class CPSL(RetrievalModel):
+class CPSL(ClipBased):
     name = "cpsl"
     description = "part-level correspondence (Park et al. 2024): CLIP + learned part slots shared by both modalities, L_CMR"
     config_class = CPSLConfig
@@ -121,30 +118,11 @@ class CPSL(RetrievalModel):
         width = clip.config.projection_dim
         if width % cfg.slot_heads:
             raise T2IError(f"slot_heads={cfg.slot_heads} does not divide the CLIP projection width {width}")
-        self.classifier = nn.Linear(width, num_classes)
-        nn.init.normal_(self.classifier.weight, std=0.001)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = identity_classifier(width, num_classes)
         self.part_decoder = PartSlotDecoder(width, cfg.num_slots, cfg.slot_heads, cfg.slot_layers, cfg.slot_ffn,
                                             cfg.slot_dropout)
 
-    # --- the engine's hooks -----------------------------------------------------
-    @classmethod
-    def prepare(cls, cfg: CPSLConfig, workdir: Path) -> None:
-        random_clip_source(cfg, workdir)
-
-    @classmethod
-    def build(cls, cfg: CPSLConfig, num_classes: int, workdir: Path):
-        clip, tokenizer = load_clip(random_clip_source(cfg, workdir, write=False), cfg.image_size)
-        return cls(clip, cfg, num_classes), tokenizer
-
-    @classmethod
-    def from_run(cls, cfg: CPSLConfig, num_classes: int, folder: Path):
-        clip, tokenizer = clip_from_run(folder)
-        return cls(clip, cfg, num_classes), tokenizer
-
-    def save_run_files(self, tokenizer, folder: Path) -> None:
-        save_clip_run_files(self.clip, tokenizer, folder)
-
+    # --- the engine's hooks (loading and run files: ClipBased) ---------------------
     @classmethod
     def batch_needs(cls, cfg: CPSLConfig) -> frozenset[str]:
         return frozenset({"part_grid"}) if cfg.part_supervision == "masks" else frozenset()

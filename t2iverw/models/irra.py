@@ -13,14 +13,14 @@ BMRIA off: benchmark/configs/irra-pfcvr.yaml.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from t2iverw.errors import T2IError
 from t2iverw.models import losses
-from t2iverw.models.backbones import clip_from_run, load_clip, random_clip_source
+from t2iverw.models.clip_based import identity_classifier
 from t2iverw.models.bmria import MlmBranch
 from t2iverw.models.pfcvr import PFCVR
 from t2iverw.training.config import ClipBackboneConfig
@@ -36,11 +36,7 @@ class IRRAConfig(ClipBackboneConfig):
     temperature: float = 0.02  # --temperature: SDM scale 50
     loss_weights: dict = field(default_factory=lambda: {"sdm": 1.0, "id": 1.0, "mlm": 1.0})  # --id/--mlm_loss_weight
 
-    def validate(self) -> None:
-        super().validate()
-        missing = sorted({"sdm", "id", "mlm"} - set(self.loss_weights))
-        if missing:
-            raise T2IError(f"loss_weights lacks {missing[0]!r}")
+    losses: ClassVar[tuple[str, ...]] = ("sdm", "id", "mlm")
 
 
 class IRRA(PFCVR):
@@ -57,20 +53,12 @@ class IRRA(PFCVR):
         width = clip.config.projection_dim
         if width % cfg.heads:
             raise T2IError(f"heads={cfg.heads} does not divide the CLIP projection width {width}")
-        self.classifier = nn.Linear(width, num_classes)
-        nn.init.normal_(self.classifier.weight, std=0.001)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = identity_classifier(width, num_classes)
         self.mlm = MlmBranch(width, cfg.heads, cfg.cmt_depth, clip.config.text_config.vocab_size)
 
     @classmethod
-    def build(cls, cfg: IRRAConfig, num_classes: int, workdir: Path):
-        clip, tokenizer = load_clip(random_clip_source(cfg, workdir, write=False), cfg.image_size)
-        return cls(clip, cfg, num_classes), tokenizer
-
-    @classmethod
-    def from_run(cls, cfg: IRRAConfig, num_classes: int, folder: Path):
-        clip, tokenizer = clip_from_run(folder)
-        return cls(clip, cfg, num_classes), tokenizer
+    def around(cls, clip, tokenizer, cfg: IRRAConfig, num_classes: int) -> IRRA:
+        return cls(clip, cfg, num_classes)
 
     @classmethod
     def batch_needs(cls, cfg: IRRAConfig) -> frozenset[str]:

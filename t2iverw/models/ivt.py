@@ -9,7 +9,6 @@ released code, drops a random share of image patches and text tokens during trai
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -9,7 +9,6 @@ defaults are the released code's (benchmark/FIDELITY.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -19,8 +18,7 @@ from torch import nn
 from t2iverw.constants import PART_TEXT
 from t2iverw.errors import T2IError
 from t2iverw.models import losses
-from t2iverw.models.backbones import clip_from_run, load_clip, random_clip_source, save_clip_run_files
-from t2iverw.models.base import RetrievalModel
+from t2iverw.models.clip_based import ClipBased, identity_classifier
 from t2iverw.models.bmria import MimBranch, MlmBranch
 from t2iverw.models.plfa import LearnedPool, PartDecoder, mean_pool
 from t2iverw.training.config import ClipBackboneConfig
@@ -58,14 +56,10 @@ class PFCVRConfig(ClipBackboneConfig):
     temperature: float = 0.07  # fixed SDM / part scale 1/0.07
     loss_weights: dict = field(default_factory=lambda: {"sdm": 1.0, "id": 0.5, "part": 0.2, "mlm": 0.5, "mim": 0.5})
 
-    def validate(self) -> None:
-        super().validate()
-        missing = sorted(set(LOSSES) - set(self.loss_weights))
-        if missing:
-            raise T2IError(f"loss_weights lacks {missing[0]!r}")
+    losses: ClassVar[tuple[str, ...]] = LOSSES
 
 
-class PFCVR(RetrievalModel):
+class PFCVR(ClipBased):
     name = "pfcvr"
     description = "PFCVR (T2I-VeRW paper): CLIP + IRRA's SDM/ID + part-level alignment on SAM3 masks (PLFA) + BMRIA"
     config_class = PFCVRConfig
@@ -82,9 +76,7 @@ class PFCVR(RetrievalModel):
         width = clip.config.projection_dim
         if width % cfg.heads:
             raise T2IError(f"heads={cfg.heads} does not divide the CLIP projection width {width}")
-        self.classifier = nn.Linear(width, num_classes)
-        nn.init.normal_(self.classifier.weight, std=0.001)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = identity_classifier(width, num_classes)
         if cfg.plfa:
             self.part_queries = nn.Embedding(len(PART_TEXT), width)
             self.part_decoder = PartDecoder(width, cfg.heads, cfg.part_decoder_layers, cfg.part_ffn, cfg.part_dropout)
@@ -96,23 +88,10 @@ class PFCVR(RetrievalModel):
             self.mlm = MlmBranch(width, cfg.heads, cfg.mlm_layers, clip.config.text_config.vocab_size)
             self.mim = MimBranch(width, cfg.heads, cfg.mim_head_dim, cfg.mim_layers, patches, 3 * self.patch_size**2)
 
-    # --- the engine's contract ---------------------------------------------------
+    # --- the engine's contract (loading and run files: ClipBased) ------------------
     @classmethod
-    def prepare(cls, cfg: PFCVRConfig, workdir: Path) -> None:
-        random_clip_source(cfg, workdir)
-
-    @classmethod
-    def build(cls, cfg: PFCVRConfig, num_classes: int, workdir: Path):
-        clip, tokenizer = load_clip(random_clip_source(cfg, workdir, write=False), cfg.image_size)
-        return build_model(clip, tokenizer, cfg, num_classes), tokenizer
-
-    @classmethod
-    def from_run(cls, cfg: PFCVRConfig, num_classes: int, folder: Path):
-        clip, tokenizer = clip_from_run(folder)
-        return build_model(clip, tokenizer, cfg, num_classes), tokenizer
-
-    def save_run_files(self, tokenizer, folder: Path) -> None:
-        save_clip_run_files(self.clip, tokenizer, folder)
+    def around(cls, clip, tokenizer, cfg: PFCVRConfig, num_classes: int) -> PFCVR:
+        return build_model(clip, tokenizer, cfg, num_classes)
 
     @classmethod
     def batch_needs(cls, cfg: PFCVRConfig) -> frozenset[str]:

@@ -45,6 +45,8 @@ class Config:
         "mixed_precision": ("bf16", "fp16", "no"),
     }
 
+    losses: ClassVar[tuple[str, ...]] = ()  # the losses a model of this config returns: each needs a weight
+
     name: str = "default"  # the YAML file's stem unless set; recorded in every run and prediction
     model: str = DEFAULT_MODEL  # the registered model (`t2iverw models`)
     image_size: int = 384
@@ -107,6 +109,9 @@ class Config:
             raise T2IError(f"mim_ratio is the share of patches masked and must lie in (0, 1); got {self.mim_ratio}")
         if self.selection == "val" and self.val_ratio <= 0:
             raise T2IError("selection: val needs val_ratio > 0 (held-out train identities); or use selection: last")
+        missing = sorted(set(self.losses) - set(self.loss_weights))
+        if missing:
+            raise T2IError(f"loss_weights lacks {missing[0]!r}")
 
 
 @dataclass

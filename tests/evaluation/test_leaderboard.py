@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -115,20 +113,9 @@ def test_runs_need_the_dataset(export_dir, tmp_path):
 
 
 @pytest.fixture
-def chromium_page():
-    path = shutil.which("chromium")
-    if path is None:
-        message = "needs Debian's chromium: apt-get install -y chromium"
-        if os.environ.get("T2IVERW_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=path, headless=True,
-                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield browser.new_page()
-        browser.close()
+def chromium_page(browser):
+    """A page of the session's headless Chromium (tests/conftest.py)."""
+    return browser.new_page()
 
 
 def test_run_values_are_escaped_in_the_browser(export_dir, tmp_path, chromium_page):

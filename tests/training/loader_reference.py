@@ -56,6 +56,7 @@ def reference_split():
 
 def loader_output(tokenizer, overrides: dict) -> dict[str, torch.Tensor]:
     """Every sample of the split in order, seeded once, collated in batches of 3 items and concatenated."""
+    from t2iverw.models.pfcvr import PFCVR
     from t2iverw.training.config import TINY_CONFIG, load_config
     from t2iverw.training.data import TrainImages, collate
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from t2iverw.models.pfcvr import PFCVRConfig
-from t2iverw.training.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG, Config,
+from t2iverw.training.config import (PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, TINY_CONFIG,
                                      load_config)
 from t2iverw.errors import T2IError
 
