@@ -77,10 +77,12 @@ def _rows(scores, start: int, stop: int, query_ids: Sequence[str] | None) -> np.
     chunk = np.asarray(chunk)
     if chunk.dtype.kind not in "fiu":
         raise T2IError(f"scores must be a real-valued matrix, got dtype {chunk.dtype}")
-    if chunk.dtype.kind == "f" and chunk.size and np.isnan(chunk.max()):  # max propagates NaN, allocates nothing
-        row, col = np.argwhere(np.isnan(chunk))[0]
+    if chunk.dtype.kind == "f" and chunk.size and not np.isfinite(chunk).all():
+        # NaN has no order; an infinite score ties with every other infinity (and usually is an overflow)
+        row, col = np.argwhere(~np.isfinite(chunk))[0]
         query = f"#{start + row}" if query_ids is None else repr(query_ids[start + row])
-        raise T2IError(f"scores contain NaN (first in the row of query {query}, column {col})")
+        kind = "NaN" if np.isnan(chunk[row, col]) else "an infinite score"
+        raise T2IError(f"scores contain {kind} (first in the row of query {query}, column {col})")
     return np.ascontiguousarray(_comparable(chunk))
 
 

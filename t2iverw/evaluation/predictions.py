@@ -26,12 +26,23 @@ WRAPPED = {"meta", "ranks"}
 def read_ranks(path: str | Path) -> tuple[object, dict]:
     """(the rankings as parsed, meta) of a ranks.json; meta is {} unless the file is wrapped."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=lambda pairs: _unique(pairs, path))
     except json.JSONDecodeError as exc:
         raise T2IError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise T2IError(f"cannot read {path}: {exc}") from None
     return unwrap(data, str(path))
+
+
+def _unique(pairs: list[tuple[str, object]], path) -> dict:
+    """A JSON object whose keys are all distinct: json keeps the last of a repeated key, which would
+    silently drop a query's first ranking."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise T2IError(f"{path} lists {key!r} twice (a query ranked twice?)")
+        found[key] = value
+    return found
 
 
 def unwrap(data: object, name: str) -> tuple[object, dict]:

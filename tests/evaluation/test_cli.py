@@ -171,6 +171,15 @@ def test_missing_extra_unknown_and_duplicate_ranks(export_dir, base):
         assert_one_line_error(*run(export_dir, "--pred", bad_ranks(base, mutate)), *needles)
 
 
+def test_a_query_ranked_twice_is_named(export_dir, base):
+    """json keeps the last of a repeated key: without a check the first ranking vanishes silently."""
+    queries, gallery = base["ids"]["queries"], base["ids"]["gallery"]
+    body = ",".join(f"{json.dumps(q)}:{json.dumps(list(gallery))}" for q in [queries[0], *queries])
+    path = base["tmp"] / "twice.json"
+    path.write_text('{"meta":{},"ranks":{' + body + "}}")
+    assert_one_line_error(*run(export_dir, "--pred", path), "twice", repr(queries[0]))
+
+
 def test_bad_score_matrices(export_dir, base):
     q, g = len(base["ids"]["queries"]), len(base["ids"]["gallery"])
     tmp = base["tmp"]
@@ -180,6 +189,10 @@ def test_bad_score_matrices(export_dir, base):
     nan[3, 5] = np.nan
     np.save(tmp / "nan.npy", nan)
     assert_one_line_error(*run(export_dir, "--scores", tmp / "nan.npy"), "NaN", repr(base["ids"]["queries"][3]))
+    inf = np.zeros((q, g))
+    inf[2, 1] = -np.inf  # invisible to a max-based NaN check; ties with any other infinity
+    np.save(tmp / "inf.npy", inf)
+    assert_one_line_error(*run(export_dir, "--scores", tmp / "inf.npy"), "infinite", repr(base["ids"]["queries"][2]))
     np.save(tmp / "objects.npy", np.array([[{"a": 1}] * g] * q, dtype=object))
     assert_one_line_error(*run(export_dir, "--scores", tmp / "objects.npy"), "cannot load scores")
     (tmp / "q.txt").write_text("\n".join(base["ids"]["queries"][1:]))
