@@ -104,7 +104,7 @@ def slot_mask(attention: torch.Tensor, part_grid: torch.Tensor) -> torch.Tensor:
 
 class CPSL(ClipBased):
     name = "cpsl"
-    description = "part-level correspondence (Park et al. 2024): CLIP + learned part slots shared by both modalities, L_CMR"
+    description = "part-level correspondence (Park et al. 2024): CLIP + part slots shared by both modalities, L_CMR"
     config_class = CPSLConfig
     backbone_prefixes: ClassVar[tuple[str, ...]] = ("clip.",)
 
