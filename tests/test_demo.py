@@ -1,4 +1,5 @@
 import json
+import re
 
 import datasets
 import numpy as np
@@ -21,8 +22,10 @@ def test_demo_builds_loads_and_evaluates(tmp_path):
     assert sorted(line.split(" | ")[1] for line in measured) == ["irra", "pfcvr"]  # the model column of both runs
     assert (tmp_path / "leaderboard" / "leaderboard.html").exists()
     test_images = set(datasets.load_dataset(str(tmp_path / "dataset"), split="test")["image_id"])
-    hits = result.output.split("] search:")[1].split("] report:")[0].splitlines()[1:]
-    assert len(hits) == 3 and all(line.split()[1] in test_images for line in hits)
+    searched = result.output.split("] search:")[1].split("] report:")[0]  # progress bars share the stream
+    hits = re.findall(r"(-?\d+\.\d{3})  (\S+)  \(vehicle \S+\)", searched)
+    assert len(hits) == 3 and all(image in test_images for _, image in hits)
+    assert [float(score) for score, _ in hits] == sorted((float(score) for score, _ in hits), reverse=True)
     ds = datasets.load_dataset(str(tmp_path / "dataset"))
     assert not set(ds["train"]["vehicle_id"]) & set(ds["test"]["vehicle_id"])
     ranks = json.loads((tmp_path / "run" / "ranks.json").read_text())["ranks"]  # {"meta": ..., "ranks": ...}
