@@ -4,7 +4,8 @@ The page can write to the build, so every request passes one gate: with a token,
 must carry it (cookie set from the printed URL, header, or `?token=`); requests that
 change anything must carry the `X-T2IVERW` header, which no other site's page can send
 without a CORS preflight this app never grants; and on a loopback bind the Host header
-must name the loopback, which stops DNS rebinding. Image ids are looked up in the
+must name the loopback, which stops DNS rebinding; a write whose `Origin` is not this
+app is refused too. Image ids are looked up in the
 index and files are served only from the index's paths under the source root, so no
 URL can reach another file.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import importlib.resources
 import mimetypes
 import secrets
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -174,12 +176,24 @@ def guard(app: FastAPI, *, token: str | None, loopback: bool) -> None:
                 request.query_params.get("token") or ""
             if not secrets.compare_digest(given.encode(), token.encode()):
                 return Response("missing or wrong review token\n", status_code=401, media_type="text/plain")
-        if request.method not in ("GET", "HEAD") and request.headers.get(WRITE_HEADER) != "1":
-            return Response(f"writes need the {WRITE_HEADER} header\n", status_code=403, media_type="text/plain")
+        if request.method not in ("GET", "HEAD"):
+            if request.headers.get(WRITE_HEADER) != "1":
+                return Response(f"writes need the {WRITE_HEADER} header\n", status_code=403, media_type="text/plain")
+            if not same_origin(request):
+                return Response("writes from another origin are refused\n", status_code=403, media_type="text/plain")
         response = await call_next(request)
         if token is not None and request.query_params.get("token") == token:
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
+
+
+def same_origin(request: Request) -> bool:
+    """A browser names the page that sent a write in `Origin`; it must be this app (no Origin: not a browser)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    parsed = urlsplit(origin)
+    return parsed.scheme == request.url.scheme and parsed.netloc == request.headers.get("host")
 
 
 def hex_colours() -> list[str]:

@@ -61,3 +61,38 @@ def test_review_beside_a_caption_run_on_another_shard(build_dir, start_app, raw_
     assert all(latest[i].get("source") == "model" and latest[i]["status"] == "ok" for i in shard0)
     last = dict(decided)
     assert all(latest[i]["text"] == last[i] and latest[i]["source"] == "human" for i in last)
+
+
+def test_two_reviewers_deciding_the_same_images_interleaved_lose_nothing(review_build, start_app, raw_http):
+    """Two review processes on one build, their decisions on the same images interleaved (one request at a
+    time, so the order they were answered in is known): every decision is a record in its reviewer's log,
+    and each image's caption is the decision answered last, whichever process wrote it."""
+    import threading
+
+    apps = {name: start_app(review_build, "--reviewer", name, "--only", "all") for name in ("ann", "bob")}
+    ids = json.loads(raw_http(apps["ann"].base, "GET", "/api/queue?scope=all")[1])["ids"][:4]
+    answered: list[tuple[str, str, str]] = []  # (reviewer, image, text), in the order the server answered
+    lock = threading.Lock()
+
+    def review(name: str) -> None:
+        for k in range(12):
+            image_id, text = ids[k % len(ids)], f"Decision {k} of {name}: a vehicle with wheels, lights and a roof."
+            with lock:  # the answer order is the truth the build must agree with
+                status, body, _ = raw_http(apps[name].base, "POST", "/api/decisions",
+                                           {"image_id": image_id, "action": "save", "text": text},
+                                           headers={"X-T2IVERW": "1"})
+                assert status == 200, body
+                answered.append((name, image_id, text))
+
+    threads = [threading.Thread(target=review, args=(name,)) for name in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answered) == 24
+    for name in apps:
+        logged = [(r["image_id"], r["text"]) for r in read_jsonl(review_build / "captions" / f"review-{name}.jsonl")]
+        assert logged == [(i, t) for n, i, t in answered if n == name]
+    last = {i: t for _, i, t in answered}
+    latest = BuildDir.open(review_build).latest("captions")
+    assert {i: latest[i]["text"] for i in ids} == last

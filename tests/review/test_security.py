@@ -66,10 +66,18 @@ def test_writes_need_the_app_header_and_a_loopback_host(review_build, start_app,
     # another site's page can POST a plain form or a no-cors fetch, but cannot add a custom header
     status, _, _ = raw_http(app.base, "POST", "/api/decisions", {"image_id": image_id, "action": "accept"})
     assert status == 403
+    # a browser names the page that sent a write: another origin is refused even with the header
+    for origin in ("http://evil.example", "null", app.base.replace("http://", "https://")):
+        status, _, _ = raw_http(app.base, "POST", "/api/decisions", {"image_id": image_id, "action": "accept"},
+                                headers={"X-T2IVERW": "1", "Origin": origin})
+        assert status == 403, origin
     # DNS rebinding: a foreign name resolving to 127.0.0.1 still names itself in the Host header
     status, _, _ = raw_http(app.base, "GET", "/api/info", headers={"Host": "evil.example"})
     assert status == 400
     assert human_records(review_build) == []
+    status, _, _ = raw_http(app.base, "POST", "/api/decisions", {"image_id": image_id, "action": "accept"},
+                            headers={"X-T2IVERW": "1", "Origin": app.base})
+    assert status == 200 and [r["image_id"] for r in human_records(review_build)] == [image_id]
 
 
 def test_one_app_per_reviewer_and_build(review_build, start_app):
