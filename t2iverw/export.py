@@ -31,11 +31,11 @@ from t2iverw.grid import unpack_grid
 from t2iverw.release.augment import copies_for
 from t2iverw.release.augment import summary as augment_summary
 from t2iverw.schema import features
-from t2iverw.storage import staged_dir
+from t2iverw.storage import check_replaceable, staged_dir, write_marker
 
 SHARD_BYTES = 500 * 1024**2  # what `datasets` aims for when it shards Parquet
 BATCH_ROWS = 256
-EXPORT_FILES = {"data", "README.md"}
+MARKER = ".t2iverw-export.json"  # what makes a directory an earlier export, which a rerun may replace
 # what the export and its card read of each record (the rest of a record is left unread in memory)
 PROVENANCE = ("source", "fp", "settings", "image_sha256")
 CAPTION_FIELDS = ("text", "texts", "edited_from", *PROVENANCE)
@@ -75,7 +75,7 @@ def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_ima
     out = Path(out)
     if augmented_copies and not include_images:
         raise T2IError("--augmented-copies adds image columns; it cannot go with --no-images")
-    _check_replaceable(out)
+    check_replaceable(out, bd.root, MARKER, "export")
     split = bd.split()
     captions, parts = bd.captions(CAPTION_FIELDS), bd.parts(PART_FIELDS)
     check_consistency(bd, split, {"caption": captions, "segment": parts})
@@ -100,6 +100,8 @@ def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_ima
                                 sum(bool(parts.get(i, {}).get("masks")) for i in ids), include_images, grid,
                                 augment_summary(made))
         write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
+        write_marker(tmp, MARKER, {"format": "parquet", "build": str(bd.root.resolve()), "images": include_images,
+                                   "augmented_copies": augmented_copies, "rows": summary.rows})
     return summary
 
 
@@ -130,14 +132,6 @@ def check_consistency(bd: BuildDir, split: dict, records: dict[str, dict[str, di
         if stale:
             raise T2IError(f"{len(stale)} {stage} records (e.g. {stale[0]}) were made from an earlier version of "
                            f"their image; re-run `t2iverw {stage} {bd.root}` (changed images are pending again)")
-
-
-def _check_replaceable(out: Path) -> None:
-    """Only an empty directory or an earlier export may be replaced: never a user's other files."""
-    if out.exists():
-        extra = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
-        if extra:
-            raise T2IError(f"{out} exists and holds {extra[0]!r}, which is not an export; choose an empty --out")
 
 
 def _grid_shape(parts: dict[str, dict]) -> tuple[int, int]:

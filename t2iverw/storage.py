@@ -165,6 +165,43 @@ def staged_dir(out: str | Path, what: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_replaceable(out: str | Path, build: str | Path, ours: str, what: str) -> None:
+    """Refuse an --out that `staged_dir` must not replace: the build itself, a folder inside it or holding
+    it, or a non-empty directory that is not an earlier output of this command (it has no marker file `ours`)."""
+    out, build = Path(out).resolve(), Path(build).resolve()
+    if out == build:
+        raise T2IError(f"--out {out} is the build itself; write the {what} beside the build")
+    if build in out.parents:
+        raise T2IError(f"--out {out} is inside the build {build}, whose folders belong to its stages; "
+                       f"write the {what} beside the build")
+    if out in build.parents:
+        raise T2IError(f"--out {out} holds the build {build}; replacing it would delete the build")
+    if out.exists() and not out.is_dir():
+        raise T2IError(f"--out {out} is a file, not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    names = sorted(p.name for p in out.iterdir())
+    if not (out / ours).is_file():
+        raise T2IError(f"--out {out} holds files an earlier {what} did not write (no {ours}; first: {names[0]!r}); "
+                       "nothing was changed: choose an empty or new --out")
+    try:
+        marker = json.loads((out / ours).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        marker = {}
+    written = marker.get("top", names) if isinstance(marker, dict) else names
+    foreign = [n for n in names if n not in written]
+    if foreign:
+        raise T2IError(f"--out {out} is an earlier {what}, but {foreign[0]!r} was put there since and would be "
+                       "deleted with it; nothing was changed: move it out or choose another --out")
+
+
+def write_marker(folder: Path, name: str, info: dict) -> None:
+    """The file that makes `folder` an output `check_replaceable` may replace: the settings that produced
+    it, and every top-level name it wrote (so that a file a user puts there later is never deleted)."""
+    top = sorted({p.name for p in Path(folder).iterdir()} | {name})
+    write_json(Path(folder) / name, {**info, "top": top})
+
+
 @contextmanager
 def exclusive(lock_path: str | Path, busy: str) -> Iterator[None]:
     """Hold `lock_path` (a kernel lock: a killed holder releases it) for the block; T2IError(`busy`) if held."""

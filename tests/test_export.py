@@ -102,6 +102,46 @@ def test_refuses_to_overwrite_foreign_directory_and_replaces_old_export(build_di
     assert datasets.load_dataset(str(tmp_path / "ds"))["train"].features == features(with_images=False)
 
 
+def tree(folder) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> content), to check that nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "pfcvr"])
+def test_out_never_replaces_what_the_export_did_not_write(build_dir, tmp_path, fmt):
+    """--out at the build, inside it, above it, at a user's folder, or at an earlier export a user has added
+    a file to: one Error: line, exit 2, and every file where it was."""
+    from click.testing import CliRunner
+
+    from t2iverw.cli import cli
+
+    _annotate(build_dir, every=1)
+    export = lambda out: CliRunner().invoke(cli, ["export", str(build_dir), "--out", str(out), "--format", fmt])
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "README.md").write_text("my own notes")  # a name the export also writes
+    (user / "data").mkdir()
+    (user / "data" / "train-00000-of-00001.parquet").write_bytes(b"my own table")
+    before = {"build": tree(build_dir), "user": tree(user)}
+    for out, says in ((build_dir, "is the build itself"), (build_dir / "dataset", "is inside the build"),
+                      (build_dir / "captions", "is inside the build"), (tmp_path, "holds the build"),
+                      (user, "did not write")):
+        result = export(out)
+        assert result.exit_code == 2, (out, result.output)
+        assert result.output.startswith("Error:") and says in result.output and len(result.output.splitlines()) == 1
+    assert tree(build_dir) == before["build"] and tree(user) == before["user"]
+    assert not (build_dir / "dataset").exists()
+
+    earlier = tmp_path / "ds"
+    assert export(earlier).exit_code == 0
+    (earlier / "thesis.tex").write_text("precious")
+    result = export(earlier)
+    assert result.exit_code == 2 and "'thesis.tex' was put there since" in result.output
+    assert (earlier / "thesis.tex").read_text() == "precious"
+    (earlier / "thesis.tex").unlink()
+    assert export(earlier).exit_code == 0  # an earlier export alone is replaced
+
+
 def test_changed_image_is_caught(build_dir, tmp_path):
     row = BuildDir.open(build_dir).images().to_pylist()[0]
     img_path = BuildDir.open(build_dir).source_root / row["path"]

@@ -34,7 +34,7 @@ from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
 from t2iverw.release import augment
 from t2iverw.release.layout import ANNOTATIONS, augmented_path, part_file_json
-from t2iverw.storage import staged_dir, write_json, write_text
+from t2iverw.storage import check_replaceable, staged_dir, write_marker, write_text
 
 MANIFEST = "t2iverw-export.json"
 TEST_SPLIT = "val"
@@ -70,7 +70,7 @@ def export_pfcvr(build: str | Path | BuildDir, out: str | Path, *, dataset: str 
     dataset = dataset or bd.info().get("release", {}).get("release") or "T2I_VeRi_new"
     if dataset not in ANNOTATIONS:
         raise T2IError(f"unknown dataset {dataset!r}; the release format names {', '.join(ANNOTATIONS)}")
-    _check_replaceable(out)
+    check_replaceable(out, bd.root, MANIFEST, "`export --format pfcvr`")
     split = bd.split()
     captions, parts = bd.captions(), bd.parts()
     check_consistency(bd, split, {"caption": captions, "segment": parts})
@@ -99,7 +99,7 @@ def export_pfcvr(build: str | Path | BuildDir, out: str | Path, *, dataset: str 
             summary.records["train" if train else "test"] += 1
         write_text(tmp / ANNOTATIONS[dataset], json.dumps(records))  # compact: grids would take a line per cell
         summary.augmented = augment.summary(made)
-        write_json(tmp / MANIFEST, {"format": "pfcvr", "build": str(bd.root.resolve()), "dataset": dataset,
+        write_marker(tmp, MANIFEST, {"format": "pfcvr", "build": str(bd.root.resolve()), "dataset": dataset,
                                     "records": summary.records, "skipped": summary.skipped,
                                     "augmented": summary.augmented, "test_split_value": TEST_SPLIT})
     return summary
@@ -160,9 +160,3 @@ def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
-
-def _check_replaceable(out: Path) -> None:
-    """Only an empty directory or an earlier pfcvr export (it has our manifest) may be replaced."""
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise T2IError(f"{out} exists and is not an earlier `export --format pfcvr` (no {MANIFEST}); "
-                       "choose an empty --out")

@@ -152,7 +152,7 @@ def test_refuses_to_replace_other_files_and_ids_that_int_would_merge(annotated, 
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     result = CliRunner().invoke(cli, ["export", str(annotated), "--format", "pfcvr", "--out", str(tmp_path / "busy")])
-    assert result.exit_code == 2 and "not an earlier `export --format pfcvr`" in result.output
+    assert result.exit_code == 2 and "did not write (no t2iverw-export.json" in result.output
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     assert _json_ids(["00012", "7", "0"]) == {"00012": "00012", "7": 7, "0": 0}  # int() reads both alike
     with pytest.raises(T2IError, match="'007' and '7' are the same integer"):
