@@ -6,6 +6,7 @@ huggingface_hub renders the YAML header from `DatasetCardData`, so the `configs`
 
 from __future__ import annotations
 
+import html
 import importlib.resources
 from collections import Counter
 from pathlib import Path
@@ -75,13 +76,17 @@ def settings_groups(records: dict[str, dict]) -> list[dict]:
 
 
 def settings_text(settings: dict) -> str:
-    """`key=value` pairs of a settings dict on one line (nested dicts dotted), for the card."""
+    """`key=value` pairs of a settings dict on one line (nested dicts dotted), for the card.
+
+    HTML-escaped: settings hold names from outside (a served model's id, a reviewer's name), and
+    Markdown renderers pass raw HTML through.
+    """
     def flat(d: dict, prefix: str = "") -> list[str]:
         out = []
         for k, v in d.items():
             out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"]
         return out
-    return ", ".join(flat(settings)) or "none recorded"
+    return html.escape(", ".join(flat(settings))).replace("\n", " ") or "none recorded"
 
 
 def _provenance(records: dict[str, dict], *keys: str) -> list[tuple[str, int]]:

@@ -182,8 +182,8 @@ def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[list[
         if not line.strip():
             continue
         entry = _parse_info_line(line)
-        if entry is None:
-            rejected.append({"line": lineno, "text": line[:200], "reason": f"malformed metadata line {lineno}"})
+        if isinstance(entry, str):
+            rejected.append({"line": lineno, "text": line[:200], "reason": f"malformed metadata line {lineno}: {entry}"})
         elif entry["image_id"] in seen:
             rejected.append({"line": lineno, "text": line[:200], "reason": f"duplicate image id {entry['image_id']}"})
         else:
@@ -192,13 +192,15 @@ def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[list[
     return entries, rejected
 
 
-def _parse_info_line(line: str) -> dict | None:
+def _parse_info_line(line: str) -> dict | str:
+    """The entry of one vehicle_info.txt line, or why it is not one. Ids are letters, digits, `_` and `-`
+    only: they name files and URLs and appear in pages, so nothing else may pass."""
     fields = [f.strip() for f in line.split(";")]
     if len(fields) != 1 + len(META_FIELDS):
-        return None
+        return f"{len(fields)} fields, not {1 + len(META_FIELDS)}"
     vid, _, image_id = fields[0].partition("/")
     if not (ID_RE.match(vid) and ID_RE.match(image_id)):
-        return None
+        return f"id {fields[0][:80]!r} is not VEHICLE/IMAGE of letters, digits, '_' and '-'"
     return {"image_id": image_id, "vehicle_id": vid, **dict(zip(META_FIELDS, fields[1:])),
             "path": f"images/{vid}/{image_id}.jpg"}
 
