@@ -43,6 +43,7 @@ from t2iverw.release.layout import (
     Record,
     augmented_path,
     check_record,
+    inside,
     find_annotations,
     read_annotations,
     read_part_file,
@@ -228,6 +229,9 @@ def check_records(root: Path, raw: list, on_fields_checked=None) -> Checked:
     for index, item in enumerate(raw):
         try:
             rec = check_record(item, index)
+            for what, path in (("file_path", rec.file_path), ("boxes", rec.boxes)):
+                if path is not None and not inside(root, path):
+                    raise BadRecord(f"record {index}: {what} {path} leaves the release root through a symlink")
             if rec.file_path in paths:
                 raise BadRecord(f"record {index}: duplicate file_path {rec.file_path}")
             if rec.image_id in image_ids:
@@ -263,7 +267,7 @@ def _rejection(item: object, index: int, exc: BadRecord) -> dict:
 def augmented_copies(root: Path, rec: Record) -> dict[str, str] | None:
     """The release's dark/light/noisy copies of a record, when all three exist."""
     found = {kind: augmented_path(rec.file_path, kind) for kind in AUGMENTED}
-    return found if all((root / p).is_file() for p in found.values()) else None
+    return found if all((root / p).is_file() and inside(root, p) for p in found.values()) else None
 
 
 def test_side(records: list[Record]) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from t2iverw.constants import AUGMENTED, GRID, PARTS
+from t2iverw.constants import AUGMENTED, GRID, MAX_CAPTION_CHARS, PARTS
 from t2iverw.errors import T2IError
 
 ANNOTATIONS = {  # dataset folder name -> its annotation file
@@ -101,6 +101,12 @@ def check_record(rec: object, index: int) -> Record:
     captions = rec["captions"]
     if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
         raise BadRecord(f"record {index}: captions must be a list of strings")
+    too_long = next((k for k, c in enumerate(captions) if len(c) > MAX_CAPTION_CHARS), None)
+    if too_long is not None:
+        raise BadRecord(f"record {index}: caption {too_long} is {len(captions[too_long]):,} characters, over the "
+                        f"{MAX_CAPTION_CHARS:,} a caption may have")
+    if split == TRAIN and not captions:
+        raise BadRecord(f"record {index} is a train record with no caption (nothing to train on)")
     boxes = rec.get("boxes")
     if boxes is not None:
         boxes = relative_path(boxes, f"record {index}: boxes")
@@ -123,6 +129,11 @@ def relative_path(value: object, what: str) -> str:
     if path.startswith("/") or ".." in parts or not parts:
         raise BadRecord(f"{what} {value!r} is not a path inside the release root")
     return "/".join(parts)
+
+
+def inside(root: Path, relative: str) -> bool:
+    """Whether `root/relative`, symlinks followed, is still under `root` (a link may point anywhere)."""
+    return (root / relative).resolve().is_relative_to(root.resolve())
 
 
 def grid(value: object, what: str) -> np.ndarray:

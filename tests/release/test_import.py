@@ -148,6 +148,60 @@ def test_bad_inputs_are_rejected_with_reasons(release, tmp_path):
     assert "rejected 5 records" in result.output
 
 
+def test_hostile_records_are_rejected_and_nothing_leaves_the_root(release, tmp_path):
+    """Paths that leave the release root (absolute, `..`, a symlink), fields of the wrong type, a 1 MB caption,
+    a part file of the wrong shape: each record is rejected with its reason, the rest is imported, and
+    nothing outside the root is read into the build."""
+    root, written = release
+    records = [dict(r) for r in written["records"]]
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(secret / "outside.jpg")
+    (secret / "parts.json").write_text(json.dumps([{"category": "roof", "mask": [[1] * 24] * 24}]))
+    os.symlink(secret / "outside.jpg", root / "image" / "link.jpg")
+    os.symlink(secret, root / "image" / "linkdir")
+    os.symlink(secret / "parts.json", root / "linked_parts.json")
+    hostile = {
+        0: {"file_path": str(secret / "outside.jpg")},  # absolute
+        1: {"file_path": "image/../../secret/outside.jpg"},
+        2: {"file_path": "image/link.jpg"},  # a symlink leaving the root
+        3: {"file_path": "image/linkdir/outside.jpg"},  # through a linked folder
+        4: {"boxes": "linked_parts.json"},  # the part file, linked out
+        5: {"id": 3.5},
+        6: {"id": "abc"},
+        7: {"captions": "a string, not a list"},
+        8: {"captions": ["fine", 7]},
+        9: {"captions": ["x" * 1_000_000]},  # 1 MB
+        10: {"split": ["train"]},
+    }
+    for n, change in hostile.items():
+        records[n].update(change)
+    first_train = next(n for n, r in enumerate(records) if n > 10 and r["split"] == "train")
+    records[first_train]["captions"] = []  # a train record with nothing to train on
+    box = root / records[first_train + 1]["boxes"].replace("\\", "/")
+    box.write_text(json.dumps({"category": "roof", "mask": [[1] * 24] * 24}))  # an object, not a list
+    (root / ANNOTATIONS).write_text(json.dumps(records))
+    result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(tmp_path / "build")])
+    assert result.exit_code == 0, result.output
+    reasons = {r["record"]: r["reason"] for r in map(json.loads, (tmp_path / "build" / "rejected.jsonl").open())}
+    for n in (0, 1):
+        assert "is not a path inside the release root" in reasons[n], reasons[n]
+    for n in (2, 3, 4):
+        assert "leaves the release root" in reasons[n], reasons[n]
+    assert "is not an integer" in reasons[5] and "is not an integer" in reasons[6]
+    assert "captions must be a list of strings" in reasons[7] and "captions must be a list of strings" in reasons[8]
+    assert "1,000,000 characters" in reasons[9]
+    assert "split" in reasons[10]
+    assert "no caption" in reasons[first_train]
+    assert "not a list of instances" in reasons[first_train + 1]
+    assert set(reasons) == {*hostile, first_train, first_train + 1}
+    bd = BuildDir.open(tmp_path / "build")
+    kept = set(bd.images(["image_id"]).column("image_id").to_pylist())
+    assert kept == {Path(r["file_path"]).stem for n, r in enumerate(records) if n not in reasons}
+    assert "outside" not in kept and "link" not in kept
+    assert all(len(t) < 10_000 for r in bd.captions().values() for t in r["texts"])
+
+
 def test_missing_annotations_and_a_train_record_without_boxes(release, tmp_path):
     root, written = release
     train = next(n for n, r in enumerate(written["records"]) if r["split"] == "train")
