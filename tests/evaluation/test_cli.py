@@ -227,3 +227,18 @@ def test_dataset_without_test_split(export_dir, captioned_build, tmp_path):
     (build / "split.json").unlink()
     assert_one_line_error(*run(build, "--print-order"), "split")
     assert_one_line_error(*run(tmp_path, "--print-order"), "neither an export")
+
+
+def test_ids_of_the_wrong_type_and_a_ranking_longer_than_the_gallery(export_dir, base):
+    first = base["ids"]["queries"][0]
+    gallery = list(base["ids"]["gallery"])
+    cases = [
+        (lambda r: r[first].__setitem__(0, 7), [repr(first), "integer indices", "--gallery-ids"]),  # ints are indices
+        (lambda r: r[first].__setitem__(0, None), [repr(first), "None"]),
+        (lambda r: r[first].__setitem__(0, [gallery[0]]), [repr(first)]),
+        (lambda r: r[first].__setitem__(0, {"id": gallery[0]}), [repr(first)]),
+        (lambda r: r[first].extend(gallery), [repr(first), "more than once"]),  # twice the gallery's length
+    ]
+    for mutate, needles in cases:
+        base["ranks"] = {q: list(gallery) for q in base["ids"]["queries"]}
+        assert_one_line_error(*run(export_dir, "--pred", bad_ranks(base, mutate)), *needles)
