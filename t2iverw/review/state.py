@@ -56,6 +56,9 @@ class ReviewState:
         self.parts: dict[str, dict] = {}
         self._flag_cache: dict[tuple[str, str], tuple[str, ...]] = {}
         self.refresh()
+        if not self.captions:  # the app reviews captions; an empty queue would look like a finished review
+            raise T2IError(f"{build.root} has no caption yet, so there is nothing to review; run "
+                           f"`t2iverw caption {build.root}` first")
 
     # --- reading the build ---------------------------------------------------------
     def refresh(self) -> None:

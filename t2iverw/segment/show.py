@@ -15,7 +15,7 @@ from matplotlib.patches import Patch
 from PIL import Image
 
 from t2iverw.build import BuildDir
-from t2iverw.constants import PARTS
+from t2iverw.constants import GRID, PARTS
 from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
 from t2iverw.segment.masks import decode_rle
@@ -31,11 +31,13 @@ TITLE_IN, LEGEND_IN, LINE_IN = 0.3, 0.45, 0.16
 
 
 def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
-    """Write the overlay of `image_id` to `out` (PNG) and return its path."""
-    record = build.parts().get(image_id)
-    if record is None:
-        raise T2IError(f"{image_id} has no ok part record in {build.root}; run `t2iverw segment {build.root}` first")
+    """Write the overlay of `image_id` to `out` (PNG) and return its path.
+
+    Before `segment` has run (or where it failed) the image is drawn with its patch grid and
+    caption and a line saying that the parts are missing: what a user checks before a GPU run.
+    """
     row = _image_row(build, image_id)
+    record = build.parts().get(image_id)
     image = np.asarray(Image.open(build.image_path(row["path"])).convert("RGB"), dtype=float) / 255.0
     caption = build.captions().get(image_id, {}).get("text")
 
@@ -45,12 +47,16 @@ def render_overlay(build: BuildDir, image_id: str, out: str | Path) -> Path:
     height = TITLE_IN + image_in + below
     fig = Figure(figsize=(FIG_WIDTH, height), dpi=120)
     ax = fig.add_axes((0.0, below / height, 1.0, image_in / height))
-    ax.imshow(blend(image, _masks(record, image.shape[:2])))
-    _draw_grid(ax, image.shape[:2], record["grid"]["shape"])
+    ax.imshow(image if record is None else blend(image, _masks(record, image.shape[:2])))
+    _draw_grid(ax, image.shape[:2], GRID if record is None else record["grid"]["shape"])
     ax.set_axis_off()
-    labels = [f"{p} ({s:.2f})" for p, s in zip(PARTS, record["scores"])] if record.get("scores") else list(PARTS)
-    fig.legend(handles=[Patch(color=c, label=l) for c, l in zip(COLOURS, labels)], loc="upper center", ncol=3,
-               fontsize=8, frameon=False, bbox_to_anchor=(0.5, below / height))
+    if record is None:
+        fig.text(0.5, (below - 0.5 * LEGEND_IN) / height, "no part masks yet: run `t2iverw segment` on the build",
+                 ha="center", va="center", fontsize=8)
+    else:
+        labels = [f"{p} ({s:.2f})" for p, s in zip(PARTS, record["scores"])] if record.get("scores") else list(PARTS)
+        fig.legend(handles=[Patch(color=c, label=l) for c, l in zip(COLOURS, labels)], loc="upper center", ncol=3,
+                   fontsize=8, frameon=False, bbox_to_anchor=(0.5, below / height))
     fig.text(0.03, (below - LEGEND_IN) / height, "\n".join(lines), va="top", fontsize=8)
     fig.text(0.5, 1 - 0.5 * TITLE_IN / height, image_id, ha="center", va="center", fontsize=9)
     with atomic_path(out) as tmp:
