@@ -112,3 +112,14 @@ def test_reader_at_stage(state, reader, builds, tmp_path, start_served):
             assert code == 0 and len(json.loads(out)["queries"]) > 0, out
     elif reader == "split":
         assert code == 0 and json.loads((build / "split.json").read_text())["test_ids"]
+
+
+@pytest.mark.parametrize("model, args", [("pfcvr", []), ("cpsl", ["--set", "part_supervision=masks"])])
+def test_part_supervised_training_refuses_an_export_without_parts(model, args, builds, tmp_path):
+    """Without the check, PFCVR trained on such an export with an all-empty part target (part loss 0)."""
+    code, out = invoke("export", builds["captioned+split"], "--out", tmp_path / "ds")
+    assert code == 0, out
+    code, out = invoke("train", "--model", model, "--config", "tiny", *args, "--dataset", tmp_path / "ds",
+                       "--out", tmp_path / "run")
+    assert refused(code, out, "segment"), out
+    assert not (tmp_path / "run").exists()

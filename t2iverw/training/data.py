@@ -135,6 +135,16 @@ def check_copies(rows, cfg: Config) -> None:
                            f"with --augmented-copies; {missing[0]} is absent), or set aug_source: generated")
 
 
+def check_part_grids(rows, cfg: Config) -> None:
+    """A model that learns from part grids, on an export without any, would train with an all-empty part
+    target (a part loss of 0, silently): refuse in one line instead."""
+    grids = rows.select_columns(["part_grid"]).with_format("arrow")["part_grid"]
+    if grids.null_count == len(grids):
+        raise T2IError(f"the {cfg.model} config learns from part grids, but no train image of this export has "
+                       "one: run `t2iverw segment` before exporting, or train a model without part supervision "
+                       "(--model irra, ivt or cpsl; pfcvr with --no-plfa)")
+
+
 class TrainImages(Dataset):
     """Training samples, one per image-caption item.
 

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from t2iverw import models
 from t2iverw.fingerprints import config_fingerprint, dataset_fingerprint
 from t2iverw.training.config import Config
-from t2iverw.training.data import (COLUMNS, COPY_COLUMNS, TrainImages, check_copies, collate, load_split,
-                                  loader_options, split_train)
+from t2iverw.training.data import (COLUMNS, COPY_COLUMNS, TrainImages, check_copies, check_part_grids, collate,
+                                  load_split, loader_options, split_train)
 from t2iverw.training.optim import lr_factor, param_groups
 from t2iverw.training.retrieval import encode, score_matrix
 from t2iverw.errors import T2IError
@@ -80,12 +80,14 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
     started = time.perf_counter()
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     copies = COPY_COLUMNS if cfg.aug and cfg.aug_source == "release" else []
     train_rows = load_split(dataset, "train", COLUMNS, cache_dir, optional=copies)
     check_copies(train_rows, cfg)
+    if "part_grid" in model_class.batch_needs(cfg):
+        check_part_grids(train_rows, cfg)
+    out.mkdir(parents=True, exist_ok=True)
     splits = split_train(train_rows, cfg.val_ratio, cfg.seed)
     test = load_split(dataset, "test", EVAL_COLUMNS, cache_dir) if cfg.selection == "test" else None
 
