@@ -140,7 +140,10 @@ def _mask_shares(masks: list[list[dict]]) -> np.ndarray:
     if not rles:
         return np.zeros((0, len(PARTS)))
     pixels = np.array([h * w for h, w in (r["size"] for r in rles)], dtype=float)
-    # pycocotools 2.0.11 counts a list's length in a uint8: ask in lists of at most 255 masks
+    # pycocotools' area() (2.0.11, _mask.pyx) runs `np.array((Rs._n, ), dtype=np.uint8)` on the list's
+    # length before building its uint32 result, and NumPy 2 raises OverflowError from 256 masks on
+    # (tests/segment/test_masks.py shows it): ask in lists of at most 255. Areas are uint32 pixel counts,
+    # exact for any image under 4.2 gigapixels.
     area = np.concatenate([coco_mask.area(rles[i : i + 255]) for i in range(0, len(rles), 255)])
     return (area / np.maximum(pixels, 1)).reshape(len(masks), len(PARTS))
 

@@ -18,6 +18,7 @@ from t2iverw.constants import INPUT_SIZE, MIN_COVER, PARTS
 from t2iverw.errors import T2IError
 from t2iverw.grid import mask_to_grid
 from t2iverw.report.load import Dataset
+from t2iverw.segment.evaluate import overlap
 from t2iverw.synth import read_truth
 
 
@@ -39,13 +40,9 @@ def part_iou(data: Dataset, truth_root: str | Path) -> pd.DataFrame:
         pixel = pixel and masks is not None
         for i in range(len(PARTS)):
             if masks is not None:
-                if masks[i].shape != truth[i].shape:
-                    raise T2IError(f"{image_id}: stored mask is {masks[i].shape}, truth is {truth[i].shape}")
-                sums[0, i] += (masks[i] & truth[i]).sum()
-                sums[1, i] += (masks[i] | truth[i]).sum()
-            cells, true_cells = data.grids[k, i], mask_to_grid(truth[i], shape, INPUT_SIZE, MIN_COVER)
-            sums[2, i] += (cells & true_cells).sum()
-            sums[3, i] += (cells | true_cells).sum()
+                sums[:2, i] += overlap(masks[i], truth[i], image_id)
+            true_cells = mask_to_grid(truth[i], shape, INPUT_SIZE, MIN_COVER)
+            sums[2:, i] += overlap(data.grids[k, i], true_cells, image_id)
         scored += 1
     if not scored:
         raise T2IError(f"no segmented image of {data.root} has a truth mask under {truth_root / 'part_masks'}")

@@ -106,12 +106,17 @@ def _pct(x: float) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG path (default: BUILD/previews/ID.png).")
 @source_root_option
 def show(build: Path, image_id: str, out, source_root) -> None:
-    """Draw IMAGE_ID with its six part masks, the patch grid and its caption into a PNG."""
+    """Draw IMAGE_ID with its six part masks, the patch grid and its caption into a PNG.
+
+    Before `segment` (or where it failed on this image) the PNG has the image, grid and caption.
+    """
     from t2iverw.build import BuildDir
     from t2iverw.segment.show import render_overlay
 
     bd = BuildDir.open(build, source_root)
     click.echo(render_overlay(bd, image_id, out or bd.root / PREVIEW_DIR / f"{image_id}.png"))
+    if image_id not in bd.parts(("grid",)):
+        click.echo(f"{image_id} has no part masks yet: run `t2iverw segment {bd.root}` to add them")
 
 
 commands = [segment, segment_eval, show]

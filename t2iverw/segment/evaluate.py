@@ -51,19 +51,23 @@ def evaluate_parts(build: BuildDir, truth_root: str | Path) -> dict:
     }
 
 
+def overlap(pred: np.ndarray, truth: np.ndarray, what: str) -> tuple[int, int]:
+    """(intersection, union) of two binary masks: summed over images, they give the pooled IoU that
+    `segment-eval` and `report --truth` both report (the one place it is computed)."""
+    if pred.shape != truth.shape:
+        raise T2IError(f"{what}: stored mask is {pred.shape}, truth is {truth.shape}")
+    return int(np.logical_and(pred, truth).sum()), int(np.logical_or(pred, truth).sum())
+
+
 def _counts(rec: dict, truth: np.ndarray) -> np.ndarray:
     g = rec["grid"]
     shape = tuple(g["shape"])
     out = np.zeros((5, len(PARTS)))
     for i, (rle, cells) in enumerate(zip(rec["masks"], g["cells"])):
-        pred = decode_rle(rle)
-        if pred.shape != truth[i].shape:
-            raise T2IError(f"{rec['image_id']}: stored mask is {pred.shape}, truth is {truth[i].shape}")
         pred_cells = unpack_grid(cells, shape)
         true_cells = mask_to_grid(truth[i], shape, g["input_size"], g["min_cover"])
         out[:, i] = [
-            (pred & truth[i]).sum(),
-            (pred | truth[i]).sum(),
+            *overlap(decode_rle(rle), truth[i], rec["image_id"]),
             (pred_cells & true_cells).sum(),
             pred_cells.sum(),
             true_cells.sum(),

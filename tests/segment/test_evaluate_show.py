@@ -74,4 +74,7 @@ def test_show_draws_masks_grid_and_caption(build_dir, synth_root, tmp_path):
 def test_show_of_an_unsegmented_image_says_what_to_run(build_dir):
     image_id = BuildDir.open(build_dir).images(["image_id"]).column("image_id")[0].as_py()
     out = CliRunner().invoke(cli, ["show", str(build_dir), image_id])
-    assert out.exit_code == 2 and "run `t2iverw segment" in out.output
+    assert out.exit_code == 0 and "has no part masks yet: run `t2iverw segment" in out.output
+    assert (build_dir / "previews" / f"{image_id}.png").read_bytes().startswith(b"\x89PNG")
+    out = CliRunner().invoke(cli, ["show", str(build_dir), "no-such-image"])
+    assert out.exit_code == 2 and out.output.startswith("Error:") and "no-such-image" in out.output

@@ -79,3 +79,22 @@ def test_grid_with_a_rectangular_grid_and_a_tall_crop():
     expected = np.zeros((12, 6), dtype=bool)
     expected[:2, :3] = True  # 16 px is two rows of 8
     np.testing.assert_array_equal(unpack_grid(tall["grid"]["cells"][0], (12, 6)), expected)
+
+
+def test_mask_areas_of_many_masks_despite_pycocotools_uint8_count():
+    """pycocotools' area() overflows a uint8 holding the list length from 256 masks on (upstream, 2.0.11);
+    the report's area shares batch around it and equal the decoded masks' pixel counts."""
+    from t2iverw.constants import PARTS
+    from t2iverw.report.load import _mask_shares
+
+    rng = np.random.default_rng(0)
+    decoded = rng.random((60, len(PARTS), 37, 53)) < rng.random((60, len(PARTS), 1, 1))  # 360 masks
+    masks = [[{**r, "counts": r["counts"].decode()} for r in
+              (coco_mask.encode(np.asfortranarray(m.astype(np.uint8))) for m in image)] for image in decoded]
+    rles = [{**r, "counts": r["counts"].encode()} for image in masks for r in image]
+    truth = decoded.sum(axis=(2, 3)).ravel()
+    try:
+        assert np.array_equal(coco_mask.area(rles), truth)  # NumPy 1.x wraps the uint8 silently
+    except OverflowError:
+        pass  # NumPy 2: the upstream behaviour the batching exists for
+    assert np.array_equal(_mask_shares(masks), decoded.sum(axis=(2, 3)) / (37 * 53))
