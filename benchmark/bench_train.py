@@ -1,12 +1,14 @@
-"""Training throughput and peak memory of the released, augmented and paper PFCVR configs, side by side.
+"""Training throughput and peak memory of every model's full-size config, side by side in one run.
 
-Full size: CLIP ViT-B/16 at 384 px with every module of each config (random weights:
-speed does not depend on them). Each config runs in its own process so its peak memory
-is its own, on synthetic batches shaped like `data.TrainImages` output for that config:
-its items per batch, four images per item when its augmentation groups copies in one
-batch, its MIM mask (432 hidden cells from a seed, or 25% at random), its optimiser
-(`engine.make_optimizer`). CUDA with bf16 autocast when present (the configs' own batch
-of 5 items, 20 timed steps), else CPU fp32 with 2 items and 2 timed steps.
+Each shipped full-size config (pfcvr, pfcvr-aug, pfcvr-paper, irra, irra-pfcvr, ivt, cpsl,
+cpsl-masks) runs in its own process so that its peak memory is its own. The model is built
+through the registry exactly as `t2iverw train` builds it (`prepare`, `build`), its CLIP
+backbone a randomly initialised ViT-B/16 (speed does not depend on the weights; the hub is not
+reachable here), and it trains on real batches of its own loader (`data.TrainImages` with the
+model's `batch_needs` and text expansion, `collate`) from a small synthetic export at the
+config's image size: four images per item where copies share a batch, three texts per item for
+IVT. CUDA with bf16 autocast when present (5 items, 20 timed steps), else CPU fp32 with 2 items
+and 2 timed steps.
 
     .venv/bin/python benchmark/bench_train.py [--items N] [--steps N]
 
@@ -38,7 +40,6 @@ from t2iverw.constants import caption_list
 from t2iverw.training.data import TrainImages, decode_rgb, collate, photometric, tokenize
 from t2iverw.training.config import PFCVR_AUG_CONFIG, PFCVR_CONFIG, PFCVR_PAPER_CONFIG, load_config
 from t2iverw.training.engine import make_optimizer
-from t2iverw.training.masking import mim_cells
 from t2iverw.models.backbones import load_clip, save_random_clip
 from t2iverw.models.pfcvr import build_model
 
@@ -51,34 +52,31 @@ VIT_B16 = {
 CONFIGS = {"pfcvr": PFCVR_CONFIG, "pfcvr-aug": PFCVR_AUG_CONFIG, "pfcvr-paper": PFCVR_PAPER_CONFIG}
 
 
-def synthetic_batch(cfg, items: int, vocab: int, mask_id: int, device) -> dict:
-    """A batch of `items` captions (x4 images when copies share a batch): 77-token captions of ~50 words."""
-    g = torch.Generator().manual_seed(0)
-    copies = 4 if cfg.aug and cfg.aug_grouping == "batch" else 1
-    n, grid = items * copies, cfg.image_size // 16
-    ids = torch.randint(0, vocab - 3, (items, cfg.text_length), generator=g).repeat_interleave(copies, 0)
-    attention = torch.zeros_like(ids)
-    attention[:, :60] = 1
-    pick = (torch.rand(ids.shape, generator=g) < cfg.mlm_ratio) & attention.bool()
-    parts = torch.rand(n, 6, grid, grid, generator=g) < 0.2
-    seeds = [parts[i].any(0).flatten() if cfg.mim_mask == "release" else None for i in range(n)]
-    return {k: v.to(device) for k, v in {
-        "pixel_values": torch.randn(n, 3, cfg.image_size, cfg.image_size, generator=g),
-        "input_ids": ids, "attention_mask": attention,
-        "mlm_ids": torch.where(pick, torch.full_like(ids, mask_id), ids), "mlm_labels": torch.where(pick, ids, -100),
-        "part_grid": parts, "mim_hidden": torch.stack([mim_cells(s, grid * grid, cfg.mim_ratio, g) for s in seeds]),
-        "labels": (torch.arange(items) % max(1, items // 2)).repeat_interleave(copies),
-    }.items()}
+FULL_CONFIGS = ("pfcvr", "pfcvr-aug", "pfcvr-paper", "irra", "irra-pfcvr", "ivt", "cpsl", "cpsl-masks")
 
 
-def run_config(name: str, items: int, steps: int, clip_dir: str) -> dict:
+def run_config(name: str, items: int, steps: int, dataset: str, work: str) -> dict:
+    """One config's training steps on its own loader's batches (see the module docstring)."""
+    from t2iverw import models
+    from t2iverw.training.config import ClipBackboneConfig, resolve_config
+    from t2iverw.training.data import load_split, split_train
+
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    cfg = load_config(CONFIGS[name])
-    clip, tokenizer = load_clip(clip_dir, cfg.image_size)
-    model = build_model(clip, tokenizer, cfg, num_classes=1251).to(device).train()
+    cfg = load_config(resolve_config(name), {"batch_size": items, "num_workers": 0})
+    if isinstance(cfg, ClipBackboneConfig):
+        cfg.random_clip = VIT_B16  # the released backbone's architecture, random weights
+    model_class = models.get(cfg.model)
+    split = split_train(load_split(dataset, "train"), 0, 0)
+    model_class.prepare(cfg, Path(work))
+    model, tokenizer = model_class.build(cfg, len(split.classes), Path(work))
+    model = model.to(device).train()
+    data = TrainImages(split, tokenizer, cfg, getattr(model, "grid", 1), model_class.batch_needs(cfg),
+                       model_class.image_mean, model_class.image_std,
+                       model_class.train_texts if model_class.expands_texts() else None)
+    batch = collate([data[i] for i in range(items)])
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     optimizer = make_optimizer(model, cfg)
-    batch = synthetic_batch(cfg, items, len(tokenizer), tokenizer.mask_token_id, device)
     times = []
     for step in range(steps + 1):  # step 0 warms up (allocations, kernels) and is not timed
         t0 = time.perf_counter()
@@ -94,8 +92,9 @@ def run_config(name: str, items: int, steps: int, clip_dir: str) -> dict:
             times.append(time.perf_counter() - t0)
     images = batch["pixel_values"].shape[0]
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"config": name, "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "precision": "bf16 autocast" if cuda else "fp32", "items": items, "images": images, "steps": steps,
+    return {"config": name, "model": cfg.model, "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "precision": "bf16 autocast" if cuda else "fp32", "items": items, "images": images,
+            "image_size": cfg.image_size, "steps": steps, "parameters": sum(p.numel() for p in model.parameters()),
             "images_per_s": images * steps / sum(times), "seconds_per_step": sum(times) / steps, "peak_gib": peak,
             "peak_kind": "torch.cuda.max_memory_allocated" if cuda else "process max RSS"}
 
@@ -229,8 +228,10 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     parser.add_argument("--items", type=int, default=5 if cuda else 2, help="image-caption items per batch")
     parser.add_argument("--steps", type=int, default=20 if cuda else 2)
-    parser.add_argument("--config", choices=list(CONFIGS), help=argparse.SUPPRESS)
-    parser.add_argument("--clip-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--config", choices=FULL_CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="+", choices=FULL_CONFIGS, help="time these configs only")
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--data-only", action="store_true", help="time the input pipeline alone (see above)")
     parser.add_argument("--batches", type=int, default=8, help="batches per loader with --data-only")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers with --data-only")
@@ -240,24 +241,31 @@ def main() -> None:
         data_only(args.batches, args.workers, args.ids)
         return
     if args.config:
-        print(json.dumps(run_config(args.config, args.items, args.steps, args.clip_dir)))
+        print(json.dumps(run_config(args.config, args.items, args.steps, args.dataset, args.work)))
         return
-    with tempfile.TemporaryDirectory() as clip_dir:
-        save_random_clip(clip_dir, VIT_B16)
-        rows = []
-        for name in CONFIGS:
-            out = subprocess.run([sys.executable, __file__, "--config", name, "--clip-dir", clip_dir,
-                                  "--items", str(args.items), "--steps", str(args.steps)],
-                                 check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        print("writing a synthetic export ...", flush=True)
+        dataset = synthetic_export(Path(tmp), 8)
+        for name in args.only or FULL_CONFIGS:
+            work = Path(tmp) / name
+            work.mkdir()
+            done = subprocess.run([sys.executable, __file__, "--config", name, "--dataset", str(dataset), "--work",
+                                   str(work), "--items", str(args.items), "--steps", str(args.steps)],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"  {name}: {rows[-1]['images_per_s']:.2f} images/s", flush=True)
     base = rows[0]["images_per_s"]
-    print(f"PFCVR training step, ViT-B/16 at 384 px, {rows[0]['device']} {rows[0]['precision']}, "
-          f"{args.items} items per batch, {args.steps} timed steps")
-    print(f"{'config':<13}{'images':>7}{'s/step':>8}{'images/s':>10}{'vs pfcvr':>9}{'peak GiB':>10}  ({rows[0]['peak_kind']})")
+    print(f"\ntraining step of each full-size config, {rows[0]['device']} {rows[0]['precision']}, {args.items} items "
+          f"per batch, {args.steps} timed steps, random ViT-B/16 backbones")
+    print(f"{'config':<13}{'model':<7}{'params':>8}{'px':>5}{'images':>7}{'s/step':>8}{'images/s':>10}"
+          f"{'vs first':>9}{'peak GiB':>10}  ({rows[0]['peak_kind']})")
     for r in rows:
-        print(f"{r['config']:<13}{r['images']:>7}{r['seconds_per_step']:>8.1f}{r['images_per_s']:>10.2f}"
-              f"{r['images_per_s'] / base:>9.2f}{r['peak_gib']:>10.2f}")
-
+        print(f"{r['config']:<13}{r['model']:<7}{r['parameters'] / 1e6:>7.0f}M{r['image_size']:>5}{r['images']:>7}"
+              f"{r['seconds_per_step']:>8.1f}{r['images_per_s']:>10.2f}{r['images_per_s'] / base:>9.2f}"
+              f"{r['peak_gib']:>10.2f}")
 
 if __name__ == "__main__":
     main()

@@ -197,3 +197,15 @@ def test_cpsl_learns_predicts_evaluates(parts, export_dir, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model"] == "cpsl" and "cmr" in summary["selected"]
     assert ("slot_mask" in summary["selected"]) == (parts == "masks")
+
+
+def test_every_shipped_config_loads():
+    """A shipped config that does not load is a `train --config NAME` that fails (ivt.yaml had
+    `mixed_precision: true`, which no config accepts)."""
+    from t2iverw.training.config import resolve_config, shipped_configs
+
+    names = shipped_configs()
+    assert {"pfcvr", "irra", "ivt", "cpsl", "clip"} <= set(names)
+    for name in names:
+        cfg = load_config(resolve_config(name))
+        assert cfg.name == name
