@@ -108,7 +108,7 @@ def run_stage(args: list[str], log: Path) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def measure(n: int, base: Path) -> dict[str, tuple[float, float]]:
+def measure(n: int, base: Path, until: str | None = None) -> dict[str, tuple[float, float]]:
     work = base / f"n{n}"
     print(f"writing {n:,} crops ...", flush=True)
     write_tree(work / "src", n)
@@ -120,6 +120,8 @@ def measure(n: int, base: Path) -> dict[str, tuple[float, float]]:
         found[name] = run_stage(args, work / "log.txt")
         print(f"  {n:>8,}  {name:<28}{found[name][0]:8.1f} s {n / found[name][0]:9.0f} img/s "
               f"{found[name][1]:8.0f} MiB", flush=True)
+        if name == until:
+            break
     shutil.rmtree(work / "src", ignore_errors=True)
     return found
 
@@ -128,11 +130,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temporary directory)")
+    parser.add_argument("--until", choices=[name for name, args in stages(Path(".")) if args],
+                        help="stop after this stage (e.g. index: measure the first stage alone)")
     args = parser.parse_args()
     sizes = sorted(args.images)
     base = args.keep or Path(tempfile.mkdtemp(prefix="t2iverw-bench-scale-"))
     try:
-        results = {n: measure(n, base) for n in sizes}
+        results = {n: measure(n, base, args.until) for n in sizes}
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

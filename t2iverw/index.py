@@ -17,12 +17,14 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,12 +117,14 @@ def _build_index(source_root: Path, out: Path, *, limit_ids, max_per_id, seed, l
 
     checked = check_images(source_root, out, entries, workers)
     rows = []
-    for entry in entries:
-        result = checked[entry["path"]]
-        if result["ok"]:
-            rows.append({**entry, "width": result["width"], "height": result["height"], "sha256": result["sha256"]})
+    for entry in entries:  # the entries become the rows in place, and each result is dropped once used
+        result = checked.pop(entry["path"])
+        if result.ok:
+            entry.update(width=result.width, height=result.height, sha256=result.sha256)
+            rows.append(entry)
         else:
-            rejected.append({"image": f"{entry['vehicle_id']}/{entry['image_id']}", "reason": result["reason"]})
+            rejected.append({"image": f"{entry['vehicle_id']}/{entry['image_id']}", "reason": result.reason})
+    del entries
     if not rows:
         raise T2IError(f"no usable images under {source_root} ({len(rejected)} rejected; see {out / REJECTED})"
                        if rejected else f"no images selected under {source_root}")
@@ -170,8 +174,7 @@ def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[list[
     except LookupError:
         raise T2IError(f"unknown --encoding {encoding!r}") from None
     entries, rejected, seen = [], [], set()
-    raw_lines = info.read_bytes().splitlines()
-    for lineno, raw in enumerate(raw_lines[1:], start=2):
+    for lineno, raw in _numbered_lines(info):
         try:
             line = raw.decode(encoding)
         except UnicodeDecodeError as exc:
@@ -192,6 +195,14 @@ def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[list[
     return entries, rejected
 
 
+def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes without the line end) after the header, read as a stream, not held."""
+    with path.open("rb") as fh:
+        next(fh, None)
+        for lineno, raw in enumerate(fh, start=2):
+            yield lineno, raw.rstrip(b"\r\n")
+
+
 def _parse_info_line(line: str) -> dict | str:
     """The entry of one vehicle_info.txt line, or why it is not one. Ids are letters, digits, `_` and `-`
     only: they name files and URLs and appear in pages, so nothing else may pass."""
@@ -201,8 +212,10 @@ def _parse_info_line(line: str) -> dict | str:
     vid, _, image_id = fields[0].partition("/")
     if not (ID_RE.match(vid) and ID_RE.match(image_id)):
         return f"id {fields[0][:80]!r} is not VEHICLE/IMAGE of letters, digits, '_' and '-'"
-    return {"image_id": image_id, "vehicle_id": vid, **dict(zip(META_FIELDS, fields[1:])),
-            "path": f"images/{vid}/{image_id}.jpg"}
+    # repeated values (vehicle, camera, model, type, colour) share one string: at 416k lines that is
+    # most of an entry's memory
+    meta = {k: v if k == "time" else sys.intern(v) for k, v in zip(META_FIELDS, fields[1:])}
+    return {"image_id": image_id, "vehicle_id": sys.intern(vid), **meta, "path": f"images/{vid}/{image_id}.jpg"}
 
 
 def select(
@@ -247,20 +260,34 @@ def keyed_hash(seed: int, *parts: str) -> str:
     return hashlib.sha256(":".join([str(seed), *parts]).encode()).hexdigest()
 
 
-def check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, dict]:
+class Decoded(NamedTuple):
+    """What decoding one image found (a tuple: 416k of them must be small)."""
+
+    ok: bool
+    width: int | None = None
+    height: int | None = None
+    sha256: str | None = None
+    reason: str | None = None
+
+
+def check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, Decoded]:
     """path -> decode result for every entry, reusing results a killed run already logged."""
     progress_path = out / PROGRESS
-    done = {r["path"]: r for r in read_jsonl(progress_path)}
+    done = {r["path"]: _decoded(r) for r in read_jsonl(progress_path)}
     todo = [e["path"] for e in entries if e["path"] not in done]
     with JsonlWriter(progress_path) as log, ThreadPoolExecutor(max_workers=workers) as pool:
         bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc="index", unit="img")
         for chunk in _chunks(todo, 256):
             results = list(pool.map(lambda p: _check_one(source_root, p), chunk))
             log.write_many(results)
-            done.update((r["path"], r) for r in results)
+            done.update((r["path"], _decoded(r)) for r in results)
             bar.update(len(results))
         bar.close()
     return done
+
+
+def _decoded(result: dict) -> Decoded:
+    return Decoded(result["ok"], result.get("width"), result.get("height"), result.get("sha256"), result.get("reason"))
 
 
 def _check_one(source_root: Path, rel: str) -> dict:

@@ -112,11 +112,11 @@ def _import_release(root: Path, out: Path, *, veri_wild, encoding: str, workers:
     rows, kept = [], {}
     for entry, rec in zip(entries, checked.records):
         result = decoded[entry["path"]]
-        if result["ok"]:
-            rows.append({**entry, "width": result["width"], "height": result["height"], "sha256": result["sha256"]})
+        if result.ok:
+            rows.append({**entry, "width": result.width, "height": result.height, "sha256": result.sha256})
             kept[rec.image_id] = rec
         else:
-            checked.rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": result["reason"]})
+            checked.rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": result.reason})
     if not rows:
         raise T2IError(f"no usable record in {annotations} ({len(checked.rejected)} rejected; see {out / REJECTED})")
     rows.sort(key=lambda r: (r["vehicle_id"], r["image_id"]))
