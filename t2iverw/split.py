@@ -25,12 +25,14 @@ def make_split(
     test_ratio: float = TEST_RATIO,
     seed: int = DEFAULT_SEED,
     from_file: str | Path | None = None,
+    from_records: list[dict] | None = None,
 ) -> dict:
     """Write BUILD/split.json and return it.
 
     With `from_file`, the split is the published one, restricted to the identities this
     build holds; `seed` and `test_ratio` then play no part and are recorded as null, and
-    `published` says how much of the file the build lacks.
+    `published` says how much of the file the build lacks. `from_records`: the `id`, `split`
+    and `file_path` of that release file's records, already read (import-release has parsed it).
     """
     bd = BuildDir.open(build)
     images = bd.images(["vehicle_id", "image_id"]).to_pydict()
@@ -38,7 +40,7 @@ def make_split(
     ids = sorted(images_per_id)
     published = None
     if from_file is not None:
-        published = read_published(Path(from_file), ids, images)
+        published = read_published(Path(from_file), ids, images, from_records)
         test, method = published.pop("test"), f"from {Path(from_file).name}"
         seed, test_ratio = None, None
     else:
@@ -83,7 +85,7 @@ def published_lines(split: dict) -> list[str]:
     return lines
 
 
-def read_published(path: Path, build_ids: list[str], images: dict) -> dict:
+def read_published(path: Path, build_ids: list[str], images: dict, records: list[dict] | None = None) -> dict:
     """The published split on this build: test ids (build spelling) plus what the build lacks.
 
     Accepts our split.json, a release annotation JSON (a list of records with `id` and
@@ -93,9 +95,12 @@ def read_published(path: Path, build_ids: list[str], images: dict) -> dict:
     for VERI-Wild's 00001); listed images match by image id (the `imgid` of a VERI-Wild
     list's `vid/imgid`, a release's file stem).
     """
-    if not path.exists():
+    if records is not None:
+        fmt, test, train, listed_images = ("release", *_release_split(records, path))
+    elif not path.exists():
         raise T2IError(f"split file {path} not found")
-    fmt, test, train, listed_images = _read_split_file(path)
+    else:
+        fmt, test, train, listed_images = _read_split_file(path)
     listed = test | (train or set())
     match = _id_matcher(build_ids, listed | {v for v, _ in listed_images or ()})
     test_in = {match[v] for v in test if v in match}

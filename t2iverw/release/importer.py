@@ -124,7 +124,7 @@ def _import_release(root: Path, out: Path, *, veri_wild, encoding: str, workers:
     settings = _settings(dataset, annotations)
     write_outputs(out, rows, checked.rejected, root, {"source_format": "release", "release": settings,
                                                      "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
-    split = make_split(out, from_file=annotations)
+    split = make_split(out, from_file=annotations, from_records=checked.published)
     records = [r for r in checked.records if r.image_id in kept]
     _write_records(BuildDir.open(out), root, records, checked.grids, settings)
     queries, gallery = loader_orders(records, set(kept))
@@ -215,10 +215,14 @@ class Checked:
     records: list[Record] = field(default_factory=list)
     grids: dict[str, np.ndarray] = field(default_factory=dict)  # image_id -> (6, 24, 24) bool
     rejected: list[dict] = field(default_factory=list)
+    published: list[dict] = field(default_factory=list)  # id, split, file_path of every record that has them
 
 
 def check_records(root: Path, raw: list, on_fields_checked=None) -> Checked:
     """Check each record and its part file; the first record wins a duplicate file_path or image id.
+
+    `raw` is consumed (each item set to None once checked): at 416k records its parsed grids
+    are most of the import's memory.
 
     `on_fields_checked(records)` is called once every record's own fields are checked and
     before the part files are read, so that the crops can be decoded meanwhile.
@@ -227,6 +231,9 @@ def check_records(root: Path, raw: list, on_fields_checked=None) -> Checked:
     paths: set[str] = set()
     image_ids: set[str] = set()
     for index, item in enumerate(raw):
+        raw[index] = None  # the parsed record (its grids as lists of lists) goes as its checked form comes
+        if isinstance(item, dict) and "id" in item and isinstance(item.get("split"), str):
+            out.published.append({k: item.get(k) for k in ("id", "split", "file_path")})
         try:
             rec = check_record(item, index)
             for what, path in (("file_path", rec.file_path), ("boxes", rec.boxes)):
@@ -253,7 +260,7 @@ def check_records(root: Path, raw: list, on_fields_checked=None) -> Checked:
                     raise BadRecord(f"record {rec.index}: the part file {rec.boxes} of a train record names no part")
                 out.grids[rec.image_id] = grids
         except BadRecord as exc:
-            out.rejected.append(_rejection(raw[rec.index], rec.index, exc))
+            out.rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": str(exc)})
             continue
         keep.append(rec)
     out.records = keep
