@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import re
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from t2iverw.build import BuildDir
 from t2iverw.errors import T2IError
+from t2iverw.runner.records import latest_records
 
 MIN_WORDS = 30
 MAX_WORDS = 90
@@ -158,10 +160,14 @@ class QASummary:
 def run_qa(build: str | Path | BuildDir) -> QASummary:
     """Flag every ok caption of `build` by the current rules and summarise; reads only."""
     build = build if isinstance(build, BuildDir) else BuildDir.open(build)
-    meta = {r["image_id"]: r for r in build.images(["image_id", "color", "type"]).to_pylist()}
+    meta = {r["image_id"]: {k: sys.intern(v) if isinstance(v, str) else v for k, v in r.items() if k != "image_id"}
+            for r in build.images(["image_id", "color", "type"]).to_pylist()}
     summary = QASummary()
     counts: list[int] = []
-    for image_id, rec in build.captions().items():
+    for rec in latest_records(build.root, "captions"):  # streamed: 416k records need not be held
+        if rec.get("status") != "ok":
+            continue
+        image_id = rec["image_id"]
         flags = qa_flags(rec["text"], meta.get(image_id, {}))
         counts.append(len(words(rec["text"])))
         summary.flagged += bool(flags)

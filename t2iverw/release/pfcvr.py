@@ -72,7 +72,8 @@ def export_pfcvr(build: str | Path | BuildDir, out: str | Path, *, dataset: str 
         raise T2IError(f"unknown dataset {dataset!r}; the release format names {', '.join(ANNOTATIONS)}")
     check_replaceable(out, bd.root, MANIFEST, "`export --format pfcvr`")
     split = bd.split()
-    captions, parts = bd.captions(), bd.parts()
+    # only what is written and checked: full records (masks, settings) of 416k images would not fit
+    captions, parts = bd.captions(("text", "texts", "image_sha256")), bd.parts(("grid", "image_sha256"))
     check_consistency(bd, split, {"caption": captions, "segment": parts})
     release = {k: r for k, r in bd.latest("release").items() if r.get("status") == "ok"}
     side = {v: name for name in ("train", "test") for v in split[f"{name}_ids"]}

@@ -73,12 +73,13 @@ def pending(
     """The images of `shard` that a run with `settings` must process, in index order."""
     fp = fingerprint(settings)
     latest, floor = latest_summaries(build.root, stage)
-    rows = build.images(list(dict.fromkeys(("image_id", "path", "sha256", *columns)))).to_pylist()
+    table = build.images(list(dict.fromkeys(("image_id", "path", "sha256", *columns))))
     if mode is Mode.CHECK:
-        _refuse_other_settings(build, stage, settings, fp, latest, rows)
+        _refuse_other_settings(build, stage, settings, fp, latest, table)
     counts: Counter = Counter()
     todo = []
-    for row in rows:
+    # rows become Python dicts a batch at a time, and only pending ones are kept
+    for row in (r for batch in table.to_batches(max_chunksize=4096) for r in batch.to_pylist()):
         if shard is not None and shard_of(row["image_id"], shard[1]) != shard[0]:
             continue
         why = _why_pending(latest.get(row["image_id"]), row["sha256"], fp, mode, retry_failed)
@@ -109,13 +110,14 @@ def _why_pending(rec: Summary | None, sha256: str, fp: str, mode: Mode, retry_fa
 
 
 def _refuse_other_settings(build: BuildDir, stage: str, settings: dict, fp: str, latest: dict[str, Summary],
-                           rows: list[dict]) -> None:
-    """Raise when ok records of other settings stand for images of the current index."""
-    current = {r["image_id"]: r["sha256"] for r in rows}
-    others = Counter(
-        s.fp for image_id, s in latest.items()
-        if s.status == "ok" and s.source != "human" and s.fp != fp and current.get(image_id) == s.image_sha256
-    )
+                           table) -> None:
+    """Raise when ok records of other settings stand for images of the current index (an Arrow table)."""
+    others: Counter = Counter()
+    for batch in table.select(["image_id", "sha256"]).to_batches(max_chunksize=65536):
+        for image_id, sha in zip(*(c.to_pylist() for c in batch.columns)):
+            s = latest.get(image_id)
+            if s is not None and s.status == "ok" and s.source != "human" and s.fp != fp and s.image_sha256 == sha:
+                others[s.fp] += 1
     if others:
         raise conflict_error(stage, settings, others, _settings_of(build, stage, set(others)))
 

@@ -64,7 +64,7 @@ def records(root: Path, stage: str) -> Iterator[dict]:
         yield from read_jsonl(path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Summary:
     """What deciding pending work needs of an image's latest record, without its payload."""
 
@@ -99,6 +99,20 @@ def latest(root: Path, stage: str, fields: tuple[str, ...] | None = None) -> dic
     return out
 
 
+def latest_records(root: Path, stage: str) -> Iterator[dict]:
+    """Each image's latest record, streamed (two passes over the logs): for readers that look at every
+    record once and need not hold them (a pass holds one small summary per image, not the records)."""
+    keys = {image_id: s.key for image_id, s in latest_summaries(root, stage)[0].items()}
+    for rec in records(root, stage):
+        if keys.get(rec["image_id"]) == order_key(rec):
+            yield rec
+
+
+def _shared(value):
+    """One string object for a value that repeats over records (a run id, a status, a fingerprint)."""
+    return sys.intern(value) if isinstance(value, str) else value
+
+
 def latest_summaries(root: Path, stage: str) -> tuple[dict[str, Summary], int]:
     """image_id -> Summary of its latest record, and the greatest `t` seen (0 when there is none).
 
@@ -112,6 +126,6 @@ def latest_summaries(root: Path, stage: str) -> tuple[dict[str, Summary], int]:
         top = max(top, key[0])
         old = out.get(rec["image_id"])
         if old is None or key > old.key:
-            out[rec["image_id"]] = Summary(key, rec["status"], rec.get("fp"), rec.get("source"),
-                                           rec.get("image_sha256"))
+            out[rec["image_id"]] = Summary((key[0], _shared(key[1]), key[2]), _shared(rec["status"]),
+                                           _shared(rec.get("fp")), _shared(rec.get("source")), rec.get("image_sha256"))
     return out, top
