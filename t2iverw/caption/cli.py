@@ -42,7 +42,9 @@ def caption_options(backends: tuple[str, ...]) -> Callable[[Callable], Callable]
             click.option("--max-pixels", type=click.IntRange(min=1024), default=512 * 512, show_default=True,
                          help="Downscale images above this many pixels before sending."),
             click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
-                         help="Seconds per request."),
+                         help="Seconds per request: the read timeout, and (times the tries, plus their backoff) "
+                              "a total deadline, so a reply that trickles or never comes fails that image as "
+                              "`timeout`."),
             click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
                          help="The openai client's retries of a request (timeouts, 408/409/429/5xx, honouring "
                               "Retry-After) before it moves to another endpoint."),

@@ -9,12 +9,19 @@ that grows while it stays down, and the request moves to another endpoint.
 Before the run, `start` waits (up to `--wait` seconds) for an endpoint to answer
 `/v1/models` and learns which model it serves, so records name the served model, not
 the command-line flag.
+
+A hostile or broken server costs bounded time and one image, never the run: `timeout`
+is httpx's per-read timeout (a server that sends nothing) and also, with the client's
+retries and their backoff, a wall deadline on the whole request (a server that trickles
+a byte at a time resets a read timeout forever). A reply that is not a chat completion
+(an HTML page, broken JSON, a bare string) fails that image as `rejected`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -25,6 +32,7 @@ from t2iverw.errors import T2IError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000/v1"
 MAX_COOLDOWN_S = 60.0
+RETRY_DELAY_S = 8.0  # the openai client's longest backoff between its own retries (without Retry-After)
 POLL_S = 2.0
 START_HINT = "start one with `bash pipelines/serve_vllm.sh` (see pipelines/README.md) or pass --endpoint URL"
 
@@ -35,7 +43,16 @@ def api_key() -> str:
 
 
 class RequestRejected(Exception):
-    """The server refused this one request (4xx other than auth/not-found/429): a per-image failure."""
+    """The server refused this one request (4xx other than auth/not-found/429) or sent no chat completion:
+    a per-image failure."""
+
+    reason = "rejected"
+
+
+class RequestTimedOut(RequestRejected):
+    """No complete reply within the request's deadline on any endpoint: a per-image failure."""
+
+    reason = "timeout"
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,8 @@ class EndpointPool:
                                                        max_retries=retries))
             for u in dict.fromkeys(urls)
         ]
-        self.backoff = backoff
+        self.backoff, self.timeout = backoff, timeout
+        self.deadline = timeout * (retries + 1) + RETRY_DELAY_S * retries  # every attempt may use its full timeout
         self._turn = itertools.cycle(range(len(self.endpoints)))
 
     async def start(self, wait: float = 0.0) -> list[ServedModel]:
@@ -121,13 +139,13 @@ class EndpointPool:
 
     async def chat(self, **request) -> tuple[object, str]:
         """One chat completion and the endpoint that served it; T2IError once every endpoint has failed it."""
-        last = ""
-        for _ in range(max(2, len(self.endpoints))):
+        last, timeouts, turns = "", 0, max(2, len(self.endpoints))
+        for _ in range(turns):
             ep = await self._next()
             try:
-                reply = await ep.client.chat.completions.create(**request)
-            except openai.APITimeoutError:
-                last = f"timeout at {ep.url}"
+                reply = await asyncio.wait_for(ep.client.chat.completions.create(**request), self.deadline)
+            except (openai.APITimeoutError, asyncio.TimeoutError):
+                last, timeouts = f"no complete reply from {ep.url} within the {self.timeout:g}s timeout", timeouts + 1
             except openai.APIConnectionError:
                 last = f"connection to {ep.url} failed"
                 ep.mark_down(self.backoff)
@@ -141,9 +159,16 @@ class EndpointPool:
                 raise RequestRejected(f"HTTP {exc.status_code}: {_message(exc)}") from None
             except openai.APIResponseValidationError as exc:
                 raise RequestRejected(f"malformed reply from {ep.url}: {exc.message}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise RequestRejected(f"malformed reply from {ep.url}: not JSON ({exc})") from None
             else:
                 ep.mark_up()
+                if not isinstance(reply, openai.types.chat.ChatCompletion) or not reply.choices:
+                    raise RequestRejected(f"malformed reply from {ep.url}: not a chat completion: "
+                                          f"{str(reply)[:100]!r}")
                 return reply, ep.url
+        if timeouts == turns:
+            raise RequestTimedOut(last)  # a slow or stuck reply costs this image, not the run
         raise T2IError(f"gave up on a request after retrying every endpoint ({last}); the captions written so far "
                        f"are kept: re-run the same command to finish once a server is back ({START_HINT})")
 

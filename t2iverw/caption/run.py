@@ -3,12 +3,13 @@
 The runner (t2iverw/runner) owns what is pending, the lock, the record order, the
 settings fingerprint and failure isolation; this module owns only the captioning: load
 the crop, send it with the prompt, judge the reply, and say what happened. A bad reply
-(empty, cut off, refusal, repetition loop) is retried once with the next seed, then
+(empty, cut off, refusal, repetition loop, over MAX_CAPTION_CHARS) is retried once with the next seed, then
 recorded as failed with the reason; a request the server rejects fails that image alone.
 
 A record body (see annotations/schema.md for the envelope the runner adds): image_id,
 caption_id (= image_id), status ok|failed, text, reason (failed: bad_image, rejected,
-empty, cut_off, refusal, repetitive; the text of the last reply is kept for review),
+timeout, empty, cut_off, refusal, repetitive, too_long; the text of the last reply is
+kept for review, its first MAX_CAPTION_CHARS characters),
 detail, endpoint, seed (this request's), usage {prompt_tokens, completion_tokens},
 latency_s, finish_reason, attempts, and qa (review flags, ok records only). The
 settings that shape a caption (backend, served model and checkpoint, prompt hash, hint
@@ -32,6 +33,7 @@ from t2iverw.runner import Item, ItemFailed, Mode, RunReport, Worker, run_stage
 
 META = ("color", "type", "model")
 ATTEMPTS = 2  # a bad reply (empty, cut off, refusal, loop) is retried once, then recorded as failed
+MAX_CAPTION_CHARS = 4000  # ~15x the 90-word QA limit: longer is a broken server or model, not a caption
 TEMPLATE_VERSION = 1  # bump when template_caption's wording changes
 
 
@@ -89,10 +91,13 @@ class CaptionWorker(Worker):
             try:
                 reply = await self.engine.generate(text, image, meta, sampling)
             except RequestRejected as exc:
-                return {**base, "status": "failed", "reason": "rejected", "detail": str(exc), "text": "",
+                return {**base, "status": "failed", "reason": exc.reason, "detail": str(exc), "text": "",
                         "attempts": attempt}
             self.completion_tokens += reply.completion_tokens
-            problem = reply_problem(reply.text, reply.finish_reason)
+            if len(reply.text) > MAX_CAPTION_CHARS:
+                problem, reply.text = "too_long", reply.text[:MAX_CAPTION_CHARS]
+            else:
+                problem = reply_problem(reply.text, reply.finish_reason)
             if problem is None:
                 break
         record = {
