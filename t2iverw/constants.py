@@ -14,7 +14,7 @@ PATCH_SIZE = 16
 GRID: tuple[int, int] = (INPUT_SIZE // PATCH_SIZE, INPUT_SIZE // PATCH_SIZE)  # 24 x 24
 # A caption longer than this is refused wherever one comes in (a release, a server's reply): real ones are
 # 20-90 words, the tokenisers keep 77-100 tokens, and a megabyte of text is an attack or a broken generator.
-MAX_CAPTION_CHARS = 10_000
+MAX_CAPTION_CHARS = 4000  # ~15x the 90-word QA limit
 MIN_COVER = 0.5
 
 # precomputed augmented copies of the release, in its folder order (Darkimage/, Lightimage/, Noisyimage/)

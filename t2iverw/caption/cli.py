@@ -75,8 +75,12 @@ def caption(build: Path, endpoints: tuple[str, ...], shard, mode, source_root, *
 def caption_qa(build: Path) -> None:
     """Flag captions of BUILD for review (length, missing attributes, colour/type contradictions, boilerplate)."""
     from t2iverw.caption.qa import run_qa
+    from t2iverw.errors import T2IError
 
-    for line in run_qa(build).lines():
+    summary = run_qa(build)
+    if not summary.captions:
+        raise T2IError(f"{build} has no caption yet, so there is nothing to check; run `t2iverw caption {build}` first")
+    for line in summary.lines():
         click.echo(line)
 
 

@@ -29,11 +29,11 @@ from t2iverw.caption.client import DEFAULT_ENDPOINT, RequestRejected
 from t2iverw.caption.image import DEFAULT_MAX_PIXELS, BadImage, load_crop
 from t2iverw.caption.prompt import DEFAULT_HINTS, Prompt, load_prompt
 from t2iverw.caption.qa import QASummary, qa_flags, reply_problem, run_qa, words
+from t2iverw.constants import MAX_CAPTION_CHARS
 from t2iverw.runner import Item, ItemFailed, Mode, RunReport, Worker, run_stage
 
 META = ("color", "type", "model")
 ATTEMPTS = 2  # a bad reply (empty, cut off, refusal, loop) is retried once, then recorded as failed
-MAX_CAPTION_CHARS = 4000  # ~15x the 90-word QA limit: longer is a broken server or model, not a caption
 TEMPLATE_VERSION = 1  # bump when template_caption's wording changes
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from t2iverw.build import BuildDir
 from t2iverw.cli import cli
-from t2iverw.constants import PARTS
+from t2iverw.constants import MAX_CAPTION_CHARS, PARTS
 from t2iverw.grid import unpack_grid
 from t2iverw.release.importer import GALLERY_ORDER, QUERY_ORDER, import_release
 
@@ -199,7 +199,7 @@ def test_hostile_records_are_rejected_and_nothing_leaves_the_root(release, tmp_p
     kept = set(bd.images(["image_id"]).column("image_id").to_pylist())
     assert kept == {Path(r["file_path"]).stem for n, r in enumerate(records) if n not in reasons}
     assert "outside" not in kept and "link" not in kept
-    assert all(len(t) < 10_000 for r in bd.captions().values() for t in r["texts"])
+    assert all(len(t) <= MAX_CAPTION_CHARS for r in bd.captions().values() for t in r["texts"])
 
 
 def test_missing_annotations_and_a_train_record_without_boxes(release, tmp_path):
