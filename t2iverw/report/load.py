@@ -74,9 +74,16 @@ def load_dataset(path: str | Path, source_root: str | Path | None = None) -> Dat
     raise T2IError(f"{path} is neither a build directory (no {IMAGES}) nor an export (no data/*.parquet)")
 
 
+def _missing_as_none(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """Missing metadata as None: pandas 3's string columns hold NaN, which the QA rules read as text."""
+    for c in columns:
+        frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+    return frame
+
+
 # --- build directory ---------------------------------------------------------------
 def _from_build(bd: BuildDir) -> Dataset:
-    frame = bd.images(["image_id", "vehicle_id", *META, "path"]).to_pandas()
+    frame = _missing_as_none(bd.images(["image_id", "vehicle_id", *META, "path"]).to_pandas(), META)
     frame["split"] = _build_splits(bd, frame)
     captions, parts = bd.captions(), bd.parts()
     recs = [captions.get(i) for i in frame["image_id"]]
@@ -185,6 +192,7 @@ def _from_export(root: Path) -> Dataset:
     table = pa.concat_tables(tables, promote_options="default")
 
     frame = pd.DataFrame({c: _column(table, c).to_pylist() for c in ("image_id", "vehicle_id", "split", *META, "path")})
+    frame = _missing_as_none(frame, META)
     frame["texts"] = _column(table, "captions").to_pylist()
     frame["caption_source"] = _column(table, "caption_source").to_pylist()
     frame["flags"] = _column(table, "caption_flags").to_pylist()

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -211,3 +212,20 @@ def test_report_of_an_unfinished_build_says_which_stage_is_missing(stages, synth
     page = (tmp_path / "report" / "index.html").read_text()
     assert 'id="no-parts"' in page and "t2iverw segment BUILD" in page
     assert ('id="no-captions"' in page) == ("caption" not in stages)
+
+
+def test_images_with_missing_metadata(annotated, tmp_path):
+    """Images whose VERI-Wild metadata is missing (no vehicle_info line, a release imported without
+    --veri-wild) report as "metadata not in vocabulary": pandas 3 reads such a string cell as
+    NaN, which the QA rules once read as text and crashed on."""
+    path = annotated / "images.parquet"
+    table = pq.read_table(path)
+    colour = [None if k % 2 else c for k, c in enumerate(table.column("color").to_pylist())]
+    pq.write_table(table.set_column(table.schema.get_field_index("color"), "color",
+                                    pa.array(colour, pa.string())), path)
+    export_dataset(annotated, tmp_path / "ds")
+    for source in (annotated, tmp_path / "ds"):
+        out = tmp_path / f"report-{source.name}"
+        write_report(source, out)
+        rows = {r["metadata"]: r for r in html_table((out / "index.html").read_text(), "table-agreement")}
+        assert rows["colour"]["metadata not in vocabulary"] == f"{100 * colour.count(None) / len(colour):.1f}%", source
