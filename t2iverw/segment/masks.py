@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pycocotools import mask as coco_mask
 
 from t2iverw.grid import mask_to_grid, pack_grid
-from t2iverw.segment.model import PartMasks
+
+if TYPE_CHECKING:  # the model module imports torch, which readers of masks (review, report) need not load
+    from t2iverw.segment.model import PartMasks
 
 
 def encode_rle(mask: np.ndarray) -> dict:
