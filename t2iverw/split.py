@@ -157,7 +157,9 @@ def _release_split(records: list, path: Path) -> tuple[set[str], set[str], list[
         vid = str(rec["id"])
         side = rec["split"] if rec["split"] in ("train", "test") else "val"
         sides[side].add(vid)
-        if isinstance(rec.get("file_path"), str):
+        if isinstance(rec.get("image_id"), str):  # a person-search record, its image id already made
+            pairs.append((vid, rec["image_id"]))
+        elif isinstance(rec.get("file_path"), str):
             pairs.append((vid, Path(rec["file_path"].replace("\\", "/")).stem))
     test = sides["test"] or sides["val"]
     return test, sides["train"], pairs

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from t2iverw.build import BuildDir
 from t2iverw.cli import cli
 from t2iverw.demo import write_truth_parts
+from tests.person_search import write_person_set
 
 STATES = {  # name: (captioned, segmented, split)
     "indexed": (False, False, False),
@@ -26,6 +27,7 @@ STATES = {  # name: (captioned, segmented, split)
     "indexed+split": (False, False, True),
     "captioned+split": (True, False, True),
     "segmented+split": (False, True, True),
+    "person-import": (True, False, True),  # import-release --format rstpreid
 }
 READERS = ("report", "show", "caption-qa", "review", "export", "eval", "split")
 
@@ -36,6 +38,10 @@ def builds(synth_root, tmp_path_factory) -> dict:
     out = {}
     for name, (captioned, segmented, split) in STATES.items():
         build = tmp_path_factory.mktemp(name.replace("+", "-")) / "build"
+        if name == "person-import":
+            invoke("import-release", write_person_set(build.parent, "rstpreid")["root"], "--out", build)
+            out[name] = build
+            continue
         invoke("index", synth_root, "--out", build)
         if captioned:
             invoke("caption", build, "--backend", "template")
@@ -62,7 +68,7 @@ def run_reader(reader: str, build, tmp_path, start_served) -> tuple[int, str]:
     image = BuildDir.open(build).images(["image_id"]).column("image_id")[0].as_py()
     if reader == "review":  # a server: it either starts and serves a queue, or exits at once
         probe = subprocess.run([sys.executable, "-m", "t2iverw.cli", "review", str(build), "--port", "0",
-                                "--reviewer", "matrix", "--only", "all"], capture_output=True, text=True, timeout=5) \
+                                "--reviewer", "matrix", "--only", "all"], capture_output=True, text=True, timeout=30) \
             if not BuildDir.open(build).captions() else None
         if probe is not None:
             return probe.returncode, probe.stderr

@@ -1,7 +1,8 @@
 """`t2iverw import-release ROOT --out BUILD`: the official release as an ordinary build directory.
 
-The release (one annotation JSON, `image/` crops, one part file per image; see layout.py)
-becomes what `index`, `caption`, `segment` and `split` would have written, so every later
+The release (one annotation JSON, `image/` crops, one part file per image; see layout.py),
+or a person-search set in IRRA's layout (CUHK-PEDES, ICFG-PEDES, RSTPReid; see persons.py,
+no part files), becomes what `index`, `caption`, `segment` and `split` would have written, so every later
 command (`export`, `eval`, `train`, `show`, `caption-qa`) works unchanged:
 
 - images.parquet: each record's crop, decoded once for its real size and SHA-256, with
@@ -44,10 +45,10 @@ from t2iverw.release.layout import (
     augmented_path,
     check_record,
     inside,
-    find_annotations,
     read_annotations,
     read_part_file,
 )
+from t2iverw.release.sources import RELEASE, Source, release_entry, find_source
 from t2iverw.runner import open_log
 from t2iverw.runner.records import SUFFIX, stage_dir
 from t2iverw.split import make_split
@@ -87,16 +88,20 @@ class ImportSummary:
         return out
 
 
-def import_release(root: str | Path, out: str | Path, *, veri_wild: str | Path | None = None,
+def import_release(root: str | Path, out: str | Path, *, fmt: str = "auto", veri_wild: str | Path | None = None,
                    encoding: str = "utf-8", workers: int = 8) -> ImportSummary:
-    """Read the release at `root` into the build directory `out` (see the module docstring)."""
+    """Read the release (or person-search set, `fmt`) at `root` into the build directory `out`
+    (see the module docstring)."""
     root, out = check_root(root), Path(out)
+    source = find_source(root, fmt)
+    if veri_wild is not None and source.format != RELEASE:
+        raise T2IError(f"--veri-wild joins VERI-Wild metadata onto a vehicle release, not {source.dataset}")
     with exclusive(out / INDEX_LOCK, f"another `t2iverw import-release` or `index` is writing {out}"):
-        return _import_release(root, out, veri_wild=veri_wild, encoding=encoding, workers=workers)
+        return _import_release(root, out, source, veri_wild=veri_wild, encoding=encoding, workers=workers)
 
 
-def _import_release(root: Path, out: Path, *, veri_wild, encoding: str, workers: int) -> ImportSummary:
-    dataset, annotations = find_annotations(root)
+def _import_release(root: Path, out: Path, source: Source, *, veri_wild, encoding: str, workers: int) -> ImportSummary:
+    dataset, annotations = source.dataset, source.annotations
     with ThreadPoolExecutor(max_workers=1) as background:
         decoding = []  # the crops decode (threads, outside the GIL) while the part files are parsed here
 
@@ -104,7 +109,8 @@ def _import_release(root: Path, out: Path, *, veri_wild, encoding: str, workers:
             entries = [_entry(r) for r in records]
             decoding.append(background.submit(check_images, root, out, entries, workers))
 
-        checked = check_records(root, read_annotations(annotations), on_fields_checked=decode)
+        checked = check_records(root, read_annotations(annotations), on_fields_checked=decode, check=source.check,
+                                published=source.published)
         decoded = decoding[0].result()
     _reject_val_beside_test(checked)
     entries = [_entry(r) for r in checked.records]
@@ -121,12 +127,12 @@ def _import_release(root: Path, out: Path, *, veri_wild, encoding: str, workers:
         raise T2IError(f"no usable record in {annotations} ({len(checked.rejected)} rejected; see {out / REJECTED})")
     rows.sort(key=lambda r: (r["vehicle_id"], r["image_id"]))
     checked.rejected.sort(key=lambda r: r["record"])
-    settings = _settings(dataset, annotations)
-    write_outputs(out, rows, checked.rejected, root, {"source_format": "release", "release": settings,
+    settings = _settings(source)
+    write_outputs(out, rows, checked.rejected, root, {"source_format": source.format, "release": settings,
                                                      "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
     split = make_split(out, from_file=annotations, from_records=checked.published)
     records = [r for r in checked.records if r.image_id in kept]
-    _write_records(BuildDir.open(out), root, records, checked.grids, settings)
+    _write_records(BuildDir.open(out), root, records, checked.grids, settings, source.augmented)
     queries, gallery = loader_orders(records, set(kept))
     write_text(out / QUERY_ORDER, "".join(f"{q}\n" for q in queries))
     write_text(out / GALLERY_ORDER, "".join(f"{g}\n" for g in gallery))
@@ -142,10 +148,11 @@ def _entry(rec: Record) -> dict:
             "type": None, "color": None, "path": rec.file_path}
 
 
-def _settings(dataset: str, annotations: Path) -> dict:
-    """What shaped the imported records: the dataset and the exact annotation file."""
-    digest = hashlib.sha256(annotations.read_bytes()).hexdigest()
-    return {"release": dataset, "annotations": annotations.name, "annotations_sha256": digest}
+def _settings(source: Source) -> dict:
+    """What shaped the imported records: the format, the dataset and the exact annotation file."""
+    digest = hashlib.sha256(source.annotations.read_bytes()).hexdigest()
+    return {"format": source.format, "release": source.dataset, "annotations": source.annotations.name,
+            "annotations_sha256": digest}
 
 
 def _reject_val_beside_test(checked: Checked) -> None:
@@ -164,7 +171,7 @@ def _reject_val_beside_test(checked: Checked) -> None:
 
 
 def _write_records(bd: BuildDir, root: Path, records: list[Record], grids: dict[str, np.ndarray],
-                   settings: dict) -> None:
+                   settings: dict, augmented: bool = True) -> None:
     """Caption, part and release records in the `import` logs; a rerun appends only what is missing."""
     bodies = {
         "captions": [{"image_id": r.image_id, "status": "ok", "caption_id": r.image_id, "text": r.captions[0],
@@ -175,7 +182,7 @@ def _write_records(bd: BuildDir, root: Path, records: list[Record], grids: dict[
         "release": [{"image_id": r.image_id, "status": "ok", "order": r.index,
                      "mask": None if r.mask is None else pack_grid(r.mask),
                      "prompt": r.prompt, "split": r.split, "file_path": r.file_path, "boxes": r.boxes,
-                     "augmented": augmented_copies(root, r)} for r in records],
+                     "augmented": augmented_copies(root, r) if augmented else None} for r in records],
     }
     total = sum(len(b) for b in bodies.values())
     with tqdm(total=total, desc="import", unit="rec") as bar:
@@ -218,24 +225,27 @@ class Checked:
     published: list[dict] = field(default_factory=list)  # id, split, file_path of every record that has them
 
 
-def check_records(root: Path, raw: list, on_fields_checked=None) -> Checked:
+def check_records(root: Path, raw: list, on_fields_checked=None, check=check_record, published=None) -> Checked:
     """Check each record and its part file; the first record wins a duplicate file_path or image id.
 
     `raw` is consumed (each item set to None once checked): at 416k records its parsed grids
     are most of the import's memory.
 
     `on_fields_checked(records)` is called once every record's own fields are checked and
-    before the part files are read, so that the crops can be decoded meanwhile.
+    before the part files are read, so that the crops can be decoded meanwhile. `check` reads
+    one raw record of the source's format; `published(item)` its id and split for the split.
     """
+    published = published or release_entry
     out = Checked()
     paths: set[str] = set()
     image_ids: set[str] = set()
     for index, item in enumerate(raw):
         raw[index] = None  # the parsed record (its grids as lists of lists) goes as its checked form comes
-        if isinstance(item, dict) and "id" in item and isinstance(item.get("split"), str):
-            out.published.append({k: item.get(k) for k in ("id", "split", "file_path")})
+        entry = published(item)
+        if entry is not None:
+            out.published.append(entry)
         try:
-            rec = check_record(item, index)
+            rec = check(item, index)
             for what, path in (("file_path", rec.file_path), ("boxes", rec.boxes)):
                 if path is not None and not inside(root, path):
                     raise BadRecord(f"record {index}: {what} {path} leaves the release root through a symlink")

@@ -67,7 +67,11 @@ def export_pfcvr(build: str | Path | BuildDir, out: str | Path, *, dataset: str 
 
     bd = build if isinstance(build, BuildDir) else BuildDir.open(build)
     out = Path(out)
-    dataset = dataset or bd.info().get("release", {}).get("release") or "T2I_VeRi_new"
+    release = bd.info().get("release") or {}
+    if release.get("format", "release") != "release":
+        raise T2IError(f"{bd.root} is a {release['release']} build: --format pfcvr writes the vehicle release's "
+                       "layout (part files, T2I_VeRi_new/); a person set is read by IRRA's own loaders as it was")
+    dataset = dataset or release.get("release") or "T2I_VeRi_new"
     if dataset not in ANNOTATIONS:
         raise T2IError(f"unknown dataset {dataset!r}; the release format names {', '.join(ANNOTATIONS)}")
     check_replaceable(out, bd.root, MANIFEST, "`export --format pfcvr`")

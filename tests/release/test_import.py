@@ -210,7 +210,7 @@ def test_missing_annotations_and_a_train_record_without_boxes(release, tmp_path)
     reasons = [json.loads(x)["reason"] for x in (tmp_path / "build" / "rejected.jsonl").read_text().splitlines()]
     assert reasons == [f"record {train} is a train record without 'boxes' (its part file)"]
     result = CliRunner().invoke(cli, ["import-release", str(tmp_path), "--out", str(tmp_path / "b2")])
-    assert result.exit_code == 2 and "holds no release annotation file" in result.output
+    assert result.exit_code == 2 and "holds no annotation file this command reads" in result.output
 
 
 def test_veri_wild_join(release, tmp_path):
