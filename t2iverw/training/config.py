@@ -41,6 +41,7 @@ class Config:
         "aug_source": ("release", "generated"),
         "lr_groups": ("release", "new_modules"),
         "lr_step": ("epoch", "batch"),
+        "optimizer": ("adam", "sgd"),
         "selection": ("val", "last", "test"),
         "mixed_precision": ("bf16", "fp16", "no"),
     }
@@ -76,6 +77,8 @@ class Config:
     bias_lr_factor: float = 2.0
     weight_decay: float = 4e-5
     weight_decay_bias: float = 0.0
+    optimizer: str = "adam"  # adam: IRRA/PFCVR's solver; sgd: with `momentum` (IVT's solver)
+    momentum: float = 0.9  # sgd only
     adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-3
     warmup_epochs: int = 5

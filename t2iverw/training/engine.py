@@ -62,8 +62,11 @@ def train_loader(data: TrainImages, cfg: Config) -> DataLoader:
                       **loader_options(cfg.num_workers, device))
 
 
-def make_optimizer(model, cfg: Config) -> torch.optim.Adam:
-    """Adam with the released groups (optim.rate), betas and epsilon; the fused kernel (the same update, in one pass)."""
+def make_optimizer(model, cfg: Config) -> torch.optim.Optimizer:
+    """Adam with the released groups (optim.rate), betas and epsilon, in the fused kernel (the same
+    update, in one pass); or SGD with momentum over the same groups (`optimizer: sgd`, IVT's solver)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.Adam(param_groups(model, cfg), betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=True)
 
 

@@ -101,3 +101,13 @@ def test_the_rate_changes_once_per_epoch_as_released():
     for e in range(60):
         assert [lr_factor(e * steps + i, steps, cfg) for i in range(steps)] == pytest.approx([expected[e]] * steps), e
     assert lr_factor(0, steps, cfg) == pytest.approx(0.1) and lr_factor(59 * steps, steps, cfg) < 0.001
+
+
+def test_sgd_takes_momentum_and_the_same_groups(groups):
+    """`optimizer: sgd` (IVT's solver): torch's SGD with `momentum`, over the groups Adam would get."""
+    model, found = groups
+    cfg = load_config(PFCVR_CONFIG)
+    cfg.optimizer, cfg.momentum = "sgd", 0.9
+    sgd = make_optimizer(model, cfg)
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.9 and not sgd.defaults["nesterov"]
+    assert [(g["lr"], g["weight_decay"]) for g in sgd.param_groups] == [(g["lr"], g["weight_decay"]) for g in found]
