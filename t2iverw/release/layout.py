@@ -98,15 +98,7 @@ def check_record(rec: object, index: int) -> Record:
     if not isinstance(split, str):
         raise BadRecord(f"record {index}: split {split!r} is not a string")
     file_path = relative_path(rec["file_path"], f"record {index}: file_path")
-    captions = rec["captions"]
-    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-        raise BadRecord(f"record {index}: captions must be a list of strings")
-    too_long = next((k for k, c in enumerate(captions) if len(c) > MAX_CAPTION_CHARS), None)
-    if too_long is not None:
-        raise BadRecord(f"record {index}: caption {too_long} is {len(captions[too_long]):,} characters, over the "
-                        f"{MAX_CAPTION_CHARS:,} a caption may have")
-    if split == TRAIN and not captions:
-        raise BadRecord(f"record {index} is a train record with no caption (nothing to train on)")
+    captions = check_captions(rec["captions"], split, index)
     boxes = rec.get("boxes")
     if boxes is not None:
         boxes = relative_path(boxes, f"record {index}: boxes")
@@ -195,3 +187,17 @@ def augmented_path(file_path: str, kind: str) -> str:
 def part_file_json(grids: np.ndarray) -> list[dict]:
     """A part file's content: one instance per part with any cell set, in part order."""
     return [{"category": part, "mask": g.astype(int).tolist()} for part, g in zip(PARTS, grids) if g.any()]
+
+
+def check_captions(captions: object, split: str, index: int) -> list[str]:
+    """A record's captions as every annotation format needs them: strings, none over
+    MAX_CAPTION_CHARS, at least one on a train record."""
+    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+        raise BadRecord(f"record {index}: captions must be a list of strings")
+    too_long = next((k for k, c in enumerate(captions) if len(c) > MAX_CAPTION_CHARS), None)
+    if too_long is not None:
+        raise BadRecord(f"record {index}: caption {too_long} is {len(captions[too_long]):,} characters, over the "
+                        f"{MAX_CAPTION_CHARS:,} a caption may have")
+    if split == TRAIN and not captions:
+        raise BadRecord(f"record {index} is a train record with no caption (nothing to train on)")
+    return captions

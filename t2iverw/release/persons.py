@@ -24,9 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from t2iverw.constants import MAX_CAPTION_CHARS
 from t2iverw.errors import T2IError
-from t2iverw.release.layout import TRAIN, BadRecord, Record, relative_path
+from t2iverw.release.layout import BadRecord, Record, check_captions, relative_path
 
 IMAGE_DIR = "imgs"
 
@@ -81,15 +80,7 @@ def check_person_record(fmt: PersonFormat, rec: object, index: int) -> Record:
     if not isinstance(split, str):
         raise BadRecord(f"record {index}: split {split!r} is not a string")
     below = relative_path(rec[fmt.path_field], f"record {index}: {fmt.path_field}")
-    captions = rec["captions"]
-    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-        raise BadRecord(f"record {index}: captions must be a list of strings")
-    too_long = next((k for k, c in enumerate(captions) if len(c) > MAX_CAPTION_CHARS), None)
-    if too_long is not None:
-        raise BadRecord(f"record {index}: caption {too_long} is {len(captions[too_long]):,} characters, over the "
-                        f"{MAX_CAPTION_CHARS:,} a caption may have")
-    if split == TRAIN and not captions:
-        raise BadRecord(f"record {index} is a train record with no caption (nothing to train on)")
+    captions = check_captions(rec["captions"], split, index)
     return Record(index, image_id(below), str(int(person)), split, f"{IMAGE_DIR}/{below}", captions,
                   boxes=None, mask=None, prompt=None)
 
