@@ -26,7 +26,13 @@ def test_loader_yields_the_reference_tensors(tokenizer, name):
     out = loader_output(tokenizer, CONFIGS[name])
     assert set(out) == set(reference)
     for key, expected in reference.items():
-        assert out[key].dtype == expected.dtype and torch.equal(out[key], expected), key
+        assert out[key].dtype == expected.dtype, key
+        if expected.is_floating_point():
+            # adjust_gamma's pow rounds 1 ULP differently across CPUs/SIMD paths (seen on CI: 4.8e-7 on
+            # the "light" variant only); a real augmentation change moves pixels by >= 1e-3.
+            torch.testing.assert_close(out[key], expected, rtol=0, atol=1e-6, msg=key)
+        else:
+            assert torch.equal(out[key], expected), key
 
 
 def test_tokenizing_in_several_batches_gives_the_one_batch_ids(tokenizer, monkeypatch):
