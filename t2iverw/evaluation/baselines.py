@@ -4,7 +4,9 @@ The colour baseline reads the colour word(s) of each caption and scores each gal
 image by how close its dominant pixel colour is to that colour's standard RGB (CSS
 names via Pillow). It looks only at pixels, never at the metadata colour column, so
 it is an honest floor a learned model must clear. Both return a queries x gallery
-score matrix in the default evaluation order (ids sorted), for `evaluate_predictions`.
+score matrix in the default evaluation order (ids sorted), for `evaluate_predictions`,
+as `RowScores`: rows are made when the evaluation reads them, a block at a time, so a
+VERI-Wild-sized test split (125k x 125k scores) never sits in memory.
 """
 
 from __future__ import annotations
@@ -32,13 +34,45 @@ THUMB = 48  # pixels per side when looking for the dominant colour
 LEVELS = 8  # quantisation levels per channel for the colour histogram
 
 
-def random_scores(dataset: str | Path, seed: int = 0) -> np.ndarray:
-    """Uniform random scores: the chance level of the test split."""
+class RowScores:
+    """A queries x gallery score matrix whose rows `rows(start, stop)` makes on demand.
+
+    It is what `score_metrics` reads (`shape`, row slices); `np.asarray` makes the whole matrix.
+    """
+
+    def __init__(self, shape: tuple[int, int], rows: Callable[[int, int], np.ndarray]) -> None:
+        self.shape, self.ndim, self._rows = shape, 2, rows
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("RowScores reads contiguous row slices only")
+        start, stop, _ = key.indices(self.shape[0])
+        return self._rows(start, max(start, stop))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def random_scores(dataset: str | Path, seed: int = 0) -> RowScores:
+    """Uniform random scores: the chance level of the test split.
+
+    Row q is drawn from its own seed (seed, q), so a row is the same whichever block reads it.
+    """
     truth = ground_truth(dataset)
-    return np.random.default_rng(seed).random((len(truth.query_ids), len(truth.gallery_ids)))
+    width = len(truth.gallery_ids)
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        return np.stack([np.random.default_rng([seed, q]).random(width) for q in range(start, stop)]
+                        ).reshape(stop - start, width)
+
+    return RowScores((len(truth.query_ids), width), rows)
 
 
-def colour_word_scores(dataset: str | Path) -> np.ndarray:
+def colour_word_scores(dataset: str | Path) -> RowScores:
     """Minus the RGB distance between a caption's colour word and each image's dominant colour.
 
     A caption naming several colours takes the closest; one naming none scores every
@@ -47,12 +81,17 @@ def colour_word_scores(dataset: str | Path) -> np.ndarray:
     truth = ground_truth(dataset)  # also checks the dataset has a test split
     texts, images = _test_texts_and_images(Path(dataset))
     dominant = np.stack([dominant_colour(images[i]()) for i in tqdm(truth.gallery_ids, desc="colours", unit="img")])
-    scores = np.zeros((len(truth.query_ids), len(truth.gallery_ids)))
-    for row, qid in zip(scores, truth.query_ids):
-        named = caption_colours(texts[qid])
-        if named:
-            row[:] = -np.min([np.linalg.norm(dominant - rgb, axis=1) for rgb in named], axis=0)
-    return scores
+    del images
+    named = [caption_colours(texts[qid]) for qid in truth.query_ids]
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        block = np.zeros((stop - start, len(dominant)))
+        for row, colours in zip(block, named[start:stop]):
+            if colours:
+                row[:] = -np.min([np.linalg.norm(dominant - rgb, axis=1) for rgb in colours], axis=0)
+        return block
+
+    return RowScores((len(truth.query_ids), len(dominant)), rows)
 
 
 def caption_colours(text: str) -> list[np.ndarray]:

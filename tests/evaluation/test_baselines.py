@@ -44,3 +44,18 @@ def test_cli_baseline_and_annotations_only_export(export_dir, captioned_build, t
     export_dataset(captioned_build, tmp_path / "bare", include_images=False)
     with pytest.raises(T2IError, match="annotations-only"):
         colour_word_scores(tmp_path / "bare")
+
+
+def test_baseline_rows_are_made_per_block_and_equal_the_whole_matrix(export_dir):
+    from t2iverw.evaluation.inputs import ground_truth
+    from t2iverw.evaluation.metrics import score_metrics
+
+    truth = ground_truth(export_dir)
+    for scores in (random_scores(export_dir, seed=3), colour_word_scores(export_dir)):
+        whole = np.asarray(scores)
+        assert whole.shape == (len(truth.query_ids), len(truth.gallery_ids))
+        assert np.array_equal(np.concatenate([scores[0:3], scores[3:]]), whole)  # a row never depends on its block
+        blocked = score_metrics(scores, truth.query_labels, truth.gallery_labels, chunk_size=2)
+        at_once = score_metrics(whole, truth.query_labels, truth.gallery_labels)
+        assert np.array_equal(blocked.ap, at_once.ap) and np.array_equal(blocked.first_rank, at_once.first_rank)
+    assert not np.array_equal(np.asarray(random_scores(export_dir, seed=3)), np.asarray(random_scores(export_dir, seed=4)))
