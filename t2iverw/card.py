@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import importlib.resources
-from collections import Counter
 from pathlib import Path
 
 from datasets import DatasetInfo, Features, SplitInfo
@@ -20,7 +19,8 @@ from t2iverw.schema import DESCRIPTIONS, type_string
 
 
 def write_card(path: Path, feats: Features, summary, sizes: dict[str, int], split: dict,
-               captions: dict[str, dict], parts: dict[str, dict]) -> None:
+               provenance: dict[str, list[dict]], min_cover: list[tuple[str, int]]) -> None:
+    """`provenance`: captions/parts -> export.settings_groups; `min_cover`: the parts' grid.min_cover values, counted."""
     total = sum(summary.rows.values())
     data = DatasetCardData(
         license="other",
@@ -46,8 +46,8 @@ def write_card(path: Path, feats: Features, summary, sizes: dict[str, int], spli
         columns=[(name, type_string(feats[name]), DESCRIPTIONS[name]) for name in feats],
         parts=PARTS,
         grid=summary.grid,
-        min_cover=_provenance(parts, "grid", "min_cover"),
-        provenance={"captions": settings_groups(captions), "parts": settings_groups(parts)},
+        min_cover=min_cover,
+        provenance=provenance,
     )
     card.save(path)
 
@@ -58,21 +58,6 @@ def dataset_info(feats: Features, rows: dict[str, int], sizes: dict[str, int]) -
     for name, n in rows.items():
         splits.add(SplitInfo(name=name, num_examples=n, num_bytes=sizes[name]))
     return DatasetInfo(features=feats, splits=splits)
-
-
-def settings_groups(records: dict[str, dict]) -> list[dict]:
-    """The distinct (source, settings) that made the exported records, with counts, most common first.
-
-    More than one group means the column mixes settings (a run with --keep, or human
-    edits beside model captions): the card says so instead of naming one model.
-    """
-    groups: dict[str, dict] = {}
-    for rec in records.values():
-        key = f"{rec.get('source', 'unknown')}/{rec.get('fp')}"
-        group = groups.setdefault(key, {"source": rec.get("source", "unknown"), "fp": rec.get("fp"),
-                                        "settings": rec.get("settings") or {}, "count": 0})
-        group["count"] += 1
-    return sorted(groups.values(), key=lambda g: -g["count"])
 
 
 def settings_text(settings: dict) -> str:
@@ -87,17 +72,6 @@ def settings_text(settings: dict) -> str:
             out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"]
         return out
     return html.escape(", ".join(flat(settings))).replace("\n", " ") or "none recorded"
-
-
-def _provenance(records: dict[str, dict], *keys: str) -> list[tuple[str, int]]:
-    """How many records carry each value of a (nested) provenance field, most common first."""
-    values: Counter = Counter()
-    for rec in records.values():
-        for key in keys:
-            rec = rec.get(key) if isinstance(rec, dict) else None
-        if rec is not None:
-            values[str(rec)] += 1
-    return values.most_common()
 
 
 def _size_category(n: int) -> str:

@@ -30,16 +30,20 @@ from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
 from t2iverw.release.augment import copies_for
 from t2iverw.release.augment import summary as augment_summary
+from t2iverw.runner.columnar import Column, LatestRecords, latest_columns, settings_key
 from t2iverw.schema import features
 from t2iverw.storage import check_replaceable, staged_dir, write_marker
 
 SHARD_BYTES = 500 * 1024**2  # what `datasets` aims for when it shards Parquet
 BATCH_ROWS = 256
 MARKER = ".t2iverw-export.json"  # what makes a directory an earlier export, which a rerun may replace
-# what the export and its card read of each record (the rest of a record is left unread in memory)
-PROVENANCE = ("source", "fp", "settings", "image_sha256")
-CAPTION_FIELDS = ("text", "texts", "edited_from", *PROVENANCE)
-PART_FIELDS = ("grid", "masks", "scores", *PROVENANCE)
+# what the export's checks and its card read of every image's latest record; the rest is read a batch at a time
+PROVENANCE: dict[str, Column] = {"image_sha256": lambda r: r.get("image_sha256"), "source": lambda r: r.get("source"),
+                                 "fp": lambda r: r.get("fp"), "settings": settings_key}
+PART_COLUMNS: dict[str, Column] = {**PROVENANCE, "shape": lambda r: _json((r.get("grid") or {}).get("shape")),
+                                   "min_cover": lambda r: _text((r.get("grid") or {}).get("min_cover")),
+                                   "masks": lambda r: bool(r.get("masks"))}
+STAGES = ("caption", "segment", "release")  # the position columns the rows of a split carry, one per record stage
 
 
 @dataclass
@@ -77,13 +81,16 @@ def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_ima
         raise T2IError("--augmented-copies adds image columns; it cannot go with --no-images")
     check_replaceable(out, bd.root, MARKER, "export")
     split = bd.split()
-    captions, parts = bd.captions(CAPTION_FIELDS), bd.parts(PART_FIELDS)
-    check_consistency(bd, split, {"caption": captions, "segment": parts})
-    release = {k: r for k, r in bd.latest("release").items() if r.get("status") == "ok"}
-    grid = _grid_shape(parts)
+    latest = {"caption": latest_columns(bd.root, "captions", PROVENANCE).ok(),
+              "segment": latest_columns(bd.root, "parts", PART_COLUMNS).ok(),
+              "release": latest_columns(bd.root, "release").ok()}
+    check_consistency(bd, split, {k: latest[k].table for k in ("caption", "segment")})
+    grid = _grid_shape(latest["segment"])
     feats = features(grid, with_images=include_images, augmented=augmented_copies)
     made = Counter() if augmented_copies else None
     index = bd.images()  # an Arrow table; rows become Python dicts one batch at a time
+    for stage in STAGES:  # where each row's latest records lie, found once for the whole index
+        index = index.append_column(f"_{stage}", latest[stage].positions(index["image_id"]))
     by_split = {name: index.filter(pc.is_in(index["vehicle_id"], pa.array(sorted(split[f"{name}_ids"]), pa.string())))
                 for name in ("train", "test")}
 
@@ -91,28 +98,31 @@ def export_dataset(build: str | Path | BuildDir, out: str | Path, *, include_ima
         shards, sizes = {}, {}
         bar = tqdm(total=sum(t.num_rows for t in by_split.values()), desc="export", unit="img")
         for name, rows in by_split.items():
-            shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, captions, parts, feats, grid, bar,
-                                                     release, made)
+            shards[name], sizes[name] = _write_split(bd, tmp / "data", name, rows, latest, feats, grid, bar, made)
         bar.close()
-        ids = [i for t in by_split.values() for i in t["image_id"].to_pylist()]
+        rows = pa.concat_tables(by_split.values())
         summary = ExportSummary(out, {k: v.num_rows for k, v in by_split.items()}, shards,
-                                sum(i in captions for i in ids), sum(i in parts for i in ids),
-                                sum(bool(parts.get(i, {}).get("masks")) for i in ids), include_images, grid,
-                                augment_summary(made))
-        write_card(tmp / "README.md", feats, summary, sizes, split, captions, parts)
+                                len(rows) - rows["_caption"].null_count, len(rows) - rows["_segment"].null_count,
+                                _true_count(latest["segment"].column("masks", rows["_segment"])),
+                                include_images, grid, augment_summary(made))
+        write_card(tmp / "README.md", feats, summary, sizes, split,
+                   {"captions": settings_groups(latest["caption"].table),
+                    "parts": settings_groups(latest["segment"].table)},
+                   _counts(latest["segment"].table["min_cover"]))
         write_marker(tmp, MARKER, {"format": "parquet", "build": str(bd.root.resolve()), "images": include_images,
                                    "augmented_copies": augmented_copies, "rows": summary.rows})
     return summary
 
 
-def check_consistency(bd: BuildDir, split: dict, records: dict[str, dict[str, dict]]) -> None:
+def check_consistency(bd: BuildDir, split: dict, records: dict[str, pa.Table]) -> None:
     """Refuse, saying what to rerun, when the split or the records no longer describe the indexed images.
 
     A split made before a re-index would silently drop the new identities' rows, and a
     record made from an image file that has since changed would describe another image.
+    `records`: stage -> a table of its ok records' image_id and image_sha256 (Arrow, so 416k cost no dicts).
     """
-    index = bd.images(["image_id", "vehicle_id", "sha256"]).to_pydict()
-    indexed = set(index["vehicle_id"])
+    index = bd.images(["image_id", "vehicle_id", "sha256"])
+    indexed = set(pc.unique(index["vehicle_id"]).to_pylist())
     listed = set(split["train_ids"]) | set(split["test_ids"])
     unsplit, gone = sorted(indexed - listed), sorted(listed - indexed)
     if unsplit or gone:
@@ -120,41 +130,84 @@ def check_consistency(bd: BuildDir, split: dict, records: dict[str, dict[str, di
         what += [f"{len(gone)} of its identities (e.g. {gone[0]}) are not in the index"] if gone else []
         raise T2IError(f"{bd.split_path} no longer matches the index: {' and '.join(what)}; "
                        f"re-run `t2iverw split {bd.root}` (same --seed, or --from the published split)")
-    side = {v: name for name in ("train", "test") for v in split[f"{name}_ids"]}
-    images = {name: sum(side[v] == name for v in index["vehicle_id"]) for name in ("train", "test")}
+    images = {name: pc.sum(pc.is_in(index["vehicle_id"], pa.array(split[f"{name}_ids"], pa.string()))).as_py() or 0
+              for name in ("train", "test")}
     counted = {name: split.get("counts", {}).get(name, {}).get("images") for name in images}
     if any(counted[n] is not None and counted[n] != images[n] for n in images):
         raise T2IError(f"{bd.split_path} counts {counted['train']} train / {counted['test']} test images but the "
                        f"index now has {images['train']} / {images['test']}; re-run `t2iverw split {bd.root}`")
-    sha = dict(zip(index["image_id"], index["sha256"]))
     for stage, recs in records.items():
-        stale = sorted(i for i, r in recs.items() if i in sha and r.get("image_sha256") != sha[i])
+        where = pc.index_in(recs["image_id"], value_set=index["image_id"])
+        indexed_sha = index["sha256"].take(where)
+        own = recs["image_sha256"].cast(pa.string())
+        stale_mask = pc.and_(pc.is_valid(where), pc.fill_null(pc.not_equal(own, indexed_sha), True))
+        stale = sorted(recs["image_id"].filter(stale_mask).to_pylist())
         if stale:
             raise T2IError(f"{len(stale)} {stage} records (e.g. {stale[0]}) were made from an earlier version of "
                            f"their image; re-run `t2iverw {stage} {bd.root}` (changed images are pending again)")
 
 
-def _grid_shape(parts: dict[str, dict]) -> tuple[int, int]:
-    shapes = {tuple(r["grid"]["shape"]) for r in parts.values()}
+def settings_groups(records: pa.Table) -> list[dict]:
+    """The distinct (source, settings) that made the records (a LatestRecords table), with counts, most common first.
+
+    More than one group means the column mixes settings (a run with --keep, or human
+    edits beside model captions): the card says so instead of naming one model.
+    """
+    if not records.num_rows:
+        return []
+    table = pa.table({k: records[k].cast(pa.string()) for k in ("source", "fp", "settings")})
+    groups = table.group_by(["source", "fp"], use_threads=False).aggregate([("settings", "first"), ([], "count_all")])
+    out = [{"source": g["source"] if g["source"] is not None else "unknown", "fp": g["fp"],
+            "settings": json.loads(g["settings_first"]) if g["settings_first"] else {}, "count": g["count_all"]}
+           for g in groups.to_pylist()]
+    return sorted(out, key=lambda g: (-g["count"], g["source"], g["fp"] or ""))
+
+
+def _counts(values: pa.ChunkedArray) -> list[tuple[str, int]]:
+    """How many records carry each (non-null) value, most common first."""
+    counts = pc.value_counts(values.cast(pa.string()).drop_null()).to_pylist() if len(values) else []
+    return sorted(((c["values"], c["counts"]) for c in counts), key=lambda c: (-c[1], c[0]))
+
+
+def _true_count(values: pa.Array) -> int:
+    return int(pc.sum(values.cast(pa.bool_())).as_py() or 0)
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _grid_shape(parts: LatestRecords) -> tuple[int, int]:
+    shapes = {tuple(json.loads(s)) for s in pc.unique(parts.table["shape"].cast(pa.string())).to_pylist()} \
+        if len(parts) else set()
     if len(shapes) > 1:
         raise T2IError(f"part records use different grid shapes {sorted(shapes)}; re-run `t2iverw segment` with one --grid")
     return shapes.pop() if shapes else GRID
 
 
-def _write_split(bd, data_dir, name, rows: pa.Table, captions, parts, feats, grid, bar, release, made) -> tuple[int, int]:
+def _write_split(bd, data_dir, name, rows: pa.Table, latest: dict[str, LatestRecords], feats, grid, bar,
+                 made) -> tuple[int, int]:
     """Stream one split into shards of at most SHARD_BYTES (copies included); returns (shards, bytes written).
 
     Rows are read BATCH_ROWS at a time; a batch is cut where the next row would take the
     shard past its target (a single row larger than the target gets a shard of its own).
-    Shards are numbered once their count is known.
+    Shards are numbered once their count is known. Each batch reads its rows' latest
+    records from the logs (the `_<stage>` columns say where), so no stage is held whole.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     schema = _schema_with_features(feats)
     paths: list[Path] = []
     writer, filled = None, 0
     for batch in rows.to_batches(max_chunksize=BATCH_ROWS) or [pa.RecordBatch.from_pylist([], schema=rows.schema)]:
-        dicts = batch.to_pylist()
-        table = _to_table(bd, dicts, captions, parts, feats, grid, schema, release, made)
+        dicts = batch.drop_columns([f"_{stage}" for stage in STAGES]).to_pylist()
+        ids = [r["image_id"] for r in dicts]
+        recs = {stage: {i: r for i, r in zip(ids, latest[stage].fetch(batch[f"_{stage}"].to_pylist())) if r}
+                for stage in STAGES}
+        table = _to_table(bd, dicts, recs["caption"], recs["segment"], feats, grid, schema, recs["release"], made)
         row_bytes = _row_bytes(table)
         start = 0
         while start < table.num_rows or writer is None:

@@ -64,17 +64,25 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
     writer may repair it). A complete line that is not JSON is damage, reported with its
     file and line number rather than silently dropped.
     """
+    return (rec for _, rec in read_jsonl_at(path))
+
+
+def read_jsonl_at(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(byte offset of its line, record) of each record of a JSONL log, as read_jsonl reads them:
+    an offset lets a reader come back for one record without holding it."""
     path = Path(path)
     if not path.exists():
         return
+    offset = 0
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.endswith(b"\n"):
                 return
+            at, offset = offset, offset + len(line)
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                yield at, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise T2IError(f"{path}:{lineno} is not a JSON record ({exc.msg}); the log is damaged: move that "
                                "line out of the file (or restore the file) and re-run") from None

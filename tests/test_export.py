@@ -211,3 +211,25 @@ def test_shards_with_augmented_copies_stay_within_the_target_and_match_one_shard
         one = pq.read_table(_shards(tmp_path / "whole", split)[0])
         many = pq.ParquetDataset(_shards(tmp_path / "sharded", split)).read()
         assert many.equals(one), split
+
+
+def test_small_batches_and_several_logs_give_the_one_batch_export(build_dir, tmp_path, monkeypatch):
+    import t2iverw.export as export
+
+    annotated = _annotate(build_dir)
+    ids = sorted(annotated)
+    with open_log(BuildDir.open(build_dir), "captions", "shard-00000-of-00002", source="model",
+                  settings={"model": "test"}) as log:  # later records in another log: a failure and a new caption
+        log.append([{"image_id": ids[0], "caption_id": ids[0], "status": "failed", "reason": "x", "text": ""},
+                    {"image_id": ids[1], "caption_id": ids[1], "status": "ok", "text": "A newer caption."}])
+    one = export_dataset(build_dir, tmp_path / "one", include_images=False)
+    monkeypatch.setattr(export, "BATCH_ROWS", 3)
+    many = export_dataset(build_dir, tmp_path / "many", include_images=False)
+    assert one.captions == many.captions == len(annotated) - 1 and one.parts == many.parts == len(annotated)
+    for split in ("train", "test"):
+        a = pq.read_table(_shards(tmp_path / "one", split)[0])
+        assert pq.ParquetDataset(_shards(tmp_path / "many", split)).read().equals(a), split
+        got = dict(zip(a["image_id"].to_pylist(), a["caption"].to_pylist()))
+        assert got.get(ids[0]) is None and got.get(ids[1], "A newer caption.") == "A newer caption."
+    card = lambda out: [l for l in (out / "README.md").read_text().splitlines() if "num_bytes" not in l]  # row groups
+    assert card(tmp_path / "one") == card(tmp_path / "many")

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from t2iverw.build import BuildDir
@@ -34,7 +36,11 @@ from t2iverw.errors import T2IError
 from t2iverw.grid import unpack_grid
 from t2iverw.release import augment
 from t2iverw.release.layout import ANNOTATIONS, augmented_path, part_file_json
-from t2iverw.storage import check_replaceable, staged_dir, write_marker, write_text
+from t2iverw.runner.columnar import latest_columns
+from t2iverw.storage import atomic_path, check_replaceable, staged_dir, write_marker
+
+BATCH_ROWS = 256  # rows whose records are read from the logs at once
+STAGES = ("caption", "segment", "release")
 
 MANIFEST = "t2iverw-export.json"
 TEST_SPLIT = "val"
@@ -76,33 +82,37 @@ def export_pfcvr(build: str | Path | BuildDir, out: str | Path, *, dataset: str 
         raise T2IError(f"unknown dataset {dataset!r}; the release format names {', '.join(ANNOTATIONS)}")
     check_replaceable(out, bd.root, MANIFEST, "`export --format pfcvr`")
     split = bd.split()
-    # only what is written and checked: full records (masks, settings) of 416k images would not fit
-    captions, parts = bd.captions(("text", "texts", "image_sha256")), bd.parts(("grid", "image_sha256"))
-    check_consistency(bd, split, {"caption": captions, "segment": parts})
-    release = {k: r for k, r in bd.latest("release").items() if r.get("status") == "ok"}
-    side = {v: name for name in ("train", "test") for v in split[f"{name}_ids"]}
-    rows = [r for r in bd.images().to_pylist() if r["vehicle_id"] in side]
-    rows.sort(key=lambda r: _order(r, side, release))
-    json_ids = _json_ids(sorted({r["vehicle_id"] for r in rows}))
+    # where each image's latest records lie, not the records: 416k of them would not fit; read per batch
+    latest = {"caption": latest_columns(bd.root, "captions", {"image_sha256": _sha}).ok(),
+              "segment": latest_columns(bd.root, "parts", {"image_sha256": _sha}).ok(),
+              "release": latest_columns(bd.root, "release", {"order": lambda r: r.get("order")}).ok()}
+    check_consistency(bd, split, {k: latest[k].table for k in ("caption", "segment")})
+    rows = _ordered_rows(bd, split, latest)
+    json_ids = _json_ids(sorted(pc.unique(rows["vehicle_id"]).to_pylist()))
 
     summary = PfcvrSummary(out, dataset, {"train": 0, "test": 0})
     made = Counter() if augmented_copies else None
-    records = []
     with staged_dir(out, "`t2iverw export --format pfcvr`") as tmp:
-        for row in tqdm(rows, desc="export pfcvr", unit="img"):
-            image_id, train = row["image_id"], side[row["vehicle_id"]] == "train"
-            rel = release.get(image_id)
-            texts = caption_texts(captions[image_id]) if image_id in captions else []
-            grids = np.stack([unpack_grid(h, GRID) for h in parts[image_id]["grid"]["cells"]]) \
-                if image_id in parts else np.zeros((len(PARTS), *GRID), bool)
-            if train and (not texts or not grids.any()):
-                summary.skipped.append({"image_id": image_id, "reason": "no caption" if not texts else "no part"})
-                continue
-            record = _record(row, rel, json_ids[row["vehicle_id"]], train, texts, grids)
-            _write_files(bd, tmp, row, rel, record, grids, made)
-            records.append(record)
-            summary.records["train" if train else "test"] += 1
-        write_text(tmp / ANNOTATIONS[dataset], json.dumps(records))  # compact: grids would take a line per cell
+        with atomic_path(tmp / ANNOTATIONS[dataset]) as ann, ann.open("w", encoding="utf-8") as fh, \
+                tqdm(total=rows.num_rows, desc="export pfcvr", unit="img") as bar:
+            fh.write("[")  # the records one at a time, as json.dumps(list) writes them (compact: no line per grid cell)
+            for batch in rows.to_batches(max_chunksize=BATCH_ROWS):
+                recs = [latest[stage].fetch(batch[f"_{stage}"].to_pylist()) for stage in STAGES]
+                for row, cap, part, rel in zip(batch.to_pylist(), *recs):
+                    image_id, train = row["image_id"], row["_train"]
+                    texts = caption_texts(cap) if cap else []
+                    grids = np.stack([unpack_grid(h, GRID) for h in part["grid"]["cells"]]) \
+                        if part else np.zeros((len(PARTS), *GRID), bool)
+                    if train and (not texts or not grids.any()):
+                        why = "no caption" if not texts else "no part"
+                        summary.skipped.append({"image_id": image_id, "reason": why})
+                        continue
+                    record = _record(row, rel, json_ids[row["vehicle_id"]], train, texts, grids)
+                    _write_files(bd, tmp, row, rel, record, grids, made)
+                    fh.write((", " if sum(summary.records.values()) else "") + json.dumps(record))
+                    summary.records["train" if train else "test"] += 1
+                bar.update(batch.num_rows)
+            fh.write("]")
         summary.augmented = augment.summary(made)
         write_marker(tmp, MANIFEST, {"format": "pfcvr", "build": str(bd.root.resolve()), "dataset": dataset,
                                     "records": summary.records, "skipped": summary.skipped,
@@ -110,12 +120,31 @@ def export_pfcvr(build: str | Path | BuildDir, out: str | Path, *, dataset: str 
     return summary
 
 
-def _order(row: dict, side: dict, release: dict) -> tuple:
-    """Imported records keep their release order; others go train first, then by (vehicle, image)."""
-    rel = release.get(row["image_id"])
-    if rel is not None and rel.get("order") is not None:
-        return (0, rel["order"], "", "")
-    return (1, side[row["vehicle_id"]] != "train", row["vehicle_id"], row["image_id"])
+def _sha(record: dict) -> str | None:
+    return record.get("image_sha256")
+
+
+def _ordered_rows(bd: BuildDir, split: dict, latest: dict) -> pa.Table:
+    """The split's index rows in writing order, with `_train` and where each latest record lies (`_<stage>`).
+
+    Imported records keep their release order; others go train first, then by (vehicle, image).
+    """
+    index = bd.images()
+    train = pc.is_in(index["vehicle_id"], pa.array(split["train_ids"], pa.string()))
+    listed = pc.or_(train, pc.is_in(index["vehicle_id"], pa.array(split["test_ids"], pa.string())))
+    index = index.append_column("_train", train)
+    for stage in STAGES:
+        index = index.append_column(f"_{stage}", latest[stage].positions(index["image_id"]))
+    index = index.filter(listed)
+    order = latest["release"].column("order", index["_release"])
+    ordered = pc.is_valid(order)
+    # an ordered row sorts by its order alone (ties keep index order: the sort is stable); the others after
+    keys = [pc.invert(ordered), order, pc.invert(index["_train"]), index["vehicle_id"], index["image_id"]]
+    keys = keys[:2] + [pc.if_else(ordered, pa.scalar(None, k.type), k) for k in keys[2:]]
+    for i, values in enumerate(keys):
+        index = index.append_column(f"_k{i}", values)
+    index = index.sort_by([(f"_k{i}", "ascending") for i in range(len(keys))])
+    return index.drop_columns([f"_k{i}" for i in range(len(keys))])
 
 
 def _json_ids(vehicle_ids: list[str]) -> dict[str, int | str]:

@@ -12,9 +12,14 @@ so shards of one build always agree.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
+
+import pyarrow as pa
 
 from t2iverw.build import BuildDir
 from t2iverw.errors import T2IError
@@ -33,9 +38,43 @@ class Item:
     row: dict
 
 
+class Items(Sequence[Item]):
+    """The pending items, held as an Arrow table of their index rows: an Item (a dict and a Path) is
+    made when it is read, so 416k pending images cost their rows' bytes, not 416k dicts."""
+
+    def __init__(self, rows: pa.Table, source_root: Path | None):
+        self.rows, self.source_root = rows, source_root
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+    @overload
+    def __getitem__(self, key: int) -> Item: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[Item]: ...
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return self._items(self.rows.slice(start, max(0, stop - start)))
+        index = key + len(self) if key < 0 else key
+        if not 0 <= index < len(self):
+            raise IndexError(key)
+        return self._items(self.rows.slice(index, 1))[0]
+
+    def __iter__(self) -> Iterator[Item]:
+        for batch in self.rows.to_batches(max_chunksize=4096):
+            yield from self._items(batch)
+
+    def _items(self, rows) -> list[Item]:
+        return [Item(r["image_id"], self.source_root / r["path"], r) for r in rows.to_pylist()]
+
+
 @dataclass
 class Pending:
-    items: list[Item]
+    items: Items
     floor: int  # the greatest record timestamp seen: the writer stamps above it
     counts: Counter = field(default_factory=Counter)  # why images are pending, and why others are not
 
@@ -77,18 +116,20 @@ def pending(
     if mode is Mode.CHECK:
         _refuse_other_settings(build, stage, settings, fp, latest, table)
     counts: Counter = Counter()
-    todo = []
-    # rows become Python dicts a batch at a time, and only pending ones are kept
-    for row in (r for batch in table.to_batches(max_chunksize=4096) for r in batch.to_pylist()):
-        if shard is not None and shard_of(row["image_id"], shard[1]) != shard[0]:
-            continue
-        why = _why_pending(latest.get(row["image_id"]), row["sha256"], fp, mode, retry_failed)
-        counts[why] += 1
-        if why.startswith("pending"):
-            todo.append(row)
+    todo = array("q")  # the pending rows' numbers; the rows stay in the Arrow table
+    position = 0
+    for batch in table.select(["image_id", "sha256"]).to_batches(max_chunksize=4096):
+        for image_id, sha256 in zip(*(c.to_pylist() for c in batch.columns)):
+            position += 1
+            if shard is not None and shard_of(image_id, shard[1]) != shard[0]:
+                continue
+            why = _why_pending(latest.get(image_id), sha256, fp, mode, retry_failed)
+            counts[why] += 1
+            if why.startswith("pending"):
+                todo.append(position - 1)
     todo = todo[:limit] if limit is not None else todo
     source_root = build.source_root if todo else None  # resolved only when there is work to read images for
-    return Pending([Item(r["image_id"], source_root / r["path"], r) for r in todo], floor, counts)
+    return Pending(Items(table.take(pa.array(todo, pa.int64())), source_root), floor, counts)
 
 
 def _why_pending(rec: Summary | None, sha256: str, fp: str, mode: Mode, retry_failed: bool) -> str:

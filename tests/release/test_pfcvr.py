@@ -159,3 +159,15 @@ def test_refuses_to_replace_other_files_and_ids_that_int_would_merge(annotated, 
         _json_ids(["007", "7"])
     with pytest.raises(T2IError, match="not made of digits"):
         _json_ids(["A12"])
+
+
+def test_small_batches_write_the_one_batch_release(annotated, tmp_path, monkeypatch):
+    import t2iverw.release.pfcvr as pfcvr
+
+    export_pfcvr(annotated, tmp_path / "one" / "T2I_VeRi_new")
+    monkeypatch.setattr(pfcvr, "BATCH_ROWS", 3)
+    export_pfcvr(annotated, tmp_path / "many" / "T2I_VeRi_new")
+    files = lambda root: {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    one, many = files(tmp_path / "one"), files(tmp_path / "many")
+    assert one.keys() == many.keys()
+    assert all(one[k] == many[k] for k in one if k.name != "t2iverw-export.json")
