@@ -51,6 +51,13 @@ class BuildDir:
     def images(self, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.images_path, columns=columns)
 
+    @cached_property
+    def image_shas(self) -> dict[str, str]:
+        """image_id -> SHA-256 of its crop, read once per BuildDir: every log writer on this build
+        stamps its records with them, and three writers open at once need one copy, not three."""
+        cols = self.images(["image_id", "sha256"]).to_pydict()
+        return dict(zip(cols["image_id"], cols["sha256"]))
+
     def info(self) -> dict:
         path = self.root / BUILD_INFO
         return json.loads(path.read_text()) if path.exists() else {}

@@ -272,18 +272,40 @@ class Decoded(NamedTuple):
 
 def check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, Decoded]:
     """path -> decode result for every entry, reusing results a killed run already logged."""
-    progress_path = out / PROGRESS
-    done = {r["path"]: _decoded(r) for r in read_jsonl(progress_path)}
-    todo = [e["path"] for e in entries if e["path"] not in done]
-    with JsonlWriter(progress_path) as log, ThreadPoolExecutor(max_workers=workers) as pool:
-        bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc="index", unit="img")
-        for chunk in _chunks(todo, 256):
-            results = list(pool.map(lambda p: _check_one(source_root, p), chunk))
-            log.write_many(results)
-            done.update((r["path"], _decoded(r)) for r in results)
-            bar.update(len(results))
-        bar.close()
-    return done
+    with ImageChecker(source_root, out, workers, total=len(entries)) as checker:
+        return dict(zip((e["path"] for e in entries), checker.check([e["path"] for e in entries])))
+
+
+class ImageChecker:
+    """Decodes crops on a thread pool a batch at a time, logging each result to the progress
+    file, so a caller that streams its records (import-release) decodes as it reads and a
+    killed run decodes nothing twice."""
+
+    def __init__(self, source_root: Path, out: Path, workers: int, total: int | None = None):
+        self.source_root, self.progress_path, self.workers = source_root, out / PROGRESS, workers
+        self.total = total
+
+    def __enter__(self) -> ImageChecker:
+        self.resumed = {r["path"]: _decoded(r) for r in read_jsonl(self.progress_path)}
+        self._log = JsonlWriter(self.progress_path)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers)
+        self.bar = tqdm(total=self.total, desc="index", unit="img")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+        self._pool.shutdown()
+        self._log.close()
+
+    def check(self, paths: list[str]) -> list[Decoded]:
+        """The decode result of each path, in order (a path a killed run logged is not decoded again)."""
+        found = {p: self.resumed.pop(p) for p in paths if p in self.resumed}
+        for chunk in _chunks([p for p in paths if p not in found], 256):
+            results = list(self._pool.map(lambda p: _check_one(self.source_root, p), chunk))
+            self._log.write_many(results)
+            found.update((r["path"], _decoded(r)) for r in results)
+        self.bar.update(len(paths))
+        return [found[p] for p in paths]
 
 
 def _decoded(result: dict) -> Decoded:
@@ -322,9 +344,9 @@ def _reason_kind(reason: str) -> str:
     return "not in vehicle_info.txt" if "not in vehicle_info.txt" in reason else reason
 
 
-def write_outputs(out: Path, rows: list[dict], rejected: list[dict], source_root: Path, info: dict) -> None:
+def write_outputs(out: Path, rows: list[dict] | pa.Table, rejected: list[dict], source_root: Path, info: dict) -> None:
     """images.parquet, rejected.jsonl and build.json (`info` adds what this source needs recorded)."""
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = rows.select(SCHEMA.names).cast(SCHEMA) if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=SCHEMA)
     with atomic_path(out / IMAGES) as tmp:
         pq.write_table(table, tmp)
     write_text(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))

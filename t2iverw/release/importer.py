@@ -24,18 +24,24 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from t2iverw.build import REJECTED, BuildDir
 from t2iverw.constants import AUGMENTED, GRID
 from t2iverw.errors import T2IError
 from t2iverw.grid import pack_grid
-from t2iverw.index import INDEX_LOCK, META_FIELDS, PROGRESS, check_images, write_outputs
+from t2iverw.index import INDEX_LOCK, META_FIELDS, PROGRESS, SCHEMA, ImageChecker, write_outputs
 from t2iverw.release.layout import (
     TEST,
     TRAIN,
@@ -52,12 +58,16 @@ from t2iverw.release.sources import RELEASE, Source, release_entry, find_source
 from t2iverw.runner import open_log
 from t2iverw.runner.records import SUFFIX, stage_dir
 from t2iverw.split import make_split
-from t2iverw.storage import exclusive, read_jsonl, write_text
+from t2iverw.storage import JsonlWriter, exclusive, read_jsonl, write_text
 
 QUERY_ORDER = "release_query_ids.txt"
 GALLERY_ORDER = "release_gallery_ids.txt"
 LOG = "import"
+STAGES = ("captions", "parts", "release")
+STAGING = ".import-staging.jsonl"  # checked records between the read and the log writes; removed at the end
 BATCH = 512
+ROWS = pa.schema([*SCHEMA, ("split", pa.string()), ("order", pa.int64()), ("n_captions", pa.int32()),
+                  ("has_parts", pa.bool_())])  # an index row and what the import still needs of its record
 
 
 @dataclass
@@ -101,45 +111,150 @@ def import_release(root: str | Path, out: str | Path, *, fmt: str = "auto", veri
 
 
 def _import_release(root: Path, out: Path, source: Source, *, veri_wild, encoding: str, workers: int) -> ImportSummary:
-    dataset, annotations = source.dataset, source.annotations
-    with ThreadPoolExecutor(max_workers=1) as background:
-        decoding = []  # the crops decode (threads, outside the GIL) while the part files are parsed here
-
-        def decode(records: list[Record]) -> None:
-            entries = [_entry(r) for r in records]
-            decoding.append(background.submit(check_images, root, out, entries, workers))
-
-        checked = check_records(root, read_annotations(annotations), on_fields_checked=decode, check=source.check,
-                                published=source.published)
-        decoded = decoding[0].result()
-    _reject_val_beside_test(checked)
-    entries = [_entry(r) for r in checked.records]
-    joined = join_veri_wild(entries, Path(veri_wild), encoding) if veri_wild is not None else None
-    rows, kept = [], {}
-    for entry, rec in zip(entries, checked.records):
-        result = decoded[entry["path"]]
-        if result.ok:
-            rows.append({**entry, "width": result.width, "height": result.height, "sha256": result.sha256})
-            kept[rec.image_id] = rec
-        else:
-            checked.rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": result.reason})
-    if not rows:
-        raise T2IError(f"no usable record in {annotations} ({len(checked.rejected)} rejected; see {out / REJECTED})")
-    rows.sort(key=lambda r: (r["vehicle_id"], r["image_id"]))
-    checked.rejected.sort(key=lambda r: r["record"])
     settings = _settings(source)
-    write_outputs(out, rows, checked.rejected, root, {"source_format": source.format, "release": settings,
-                                                     "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
-    split = make_split(out, from_file=annotations, from_records=checked.published)
-    records = [r for r in checked.records if r.image_id in kept]
-    _write_records(BuildDir.open(out), root, records, checked.grids, settings, source.augmented)
-    queries, gallery = loader_orders(records, set(kept))
+    veri_wild_info = _vehicle_info(Path(veri_wild), encoding) if veri_wild is not None else None
+    staging, fresh = out / STAGING, not (out / PROGRESS).exists()
+    try:
+        try:
+            read = read_records(root, out, source, staging, workers=workers, veri_wild_info=veri_wild_info)
+        except T2IError:  # a malformed file is found only as it is read: leave no decoding log of this run
+            if fresh:
+                (out / PROGRESS).unlink(missing_ok=True)
+            raise
+        keep = _reject_val_beside_test(read)
+        if not keep.any():
+            raise T2IError(f"no usable record in {source.annotations} ({len(read.rejected)} rejected; "
+                           f"see {out / REJECTED})")
+        rows = read.rows.filter(keep)
+        read.rejected.sort(key=lambda r: r["record"])
+        write_outputs(out, rows.sort_by([("vehicle_id", "ascending"), ("image_id", "ascending")]),
+                      read.rejected, root, {"source_format": source.format, "release": settings,
+                                            "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
+        split = make_split(out, from_file=source.annotations, from_records=read.published_entries())
+        _write_records(BuildDir.open(out), staging, _kept_splits(read), settings)
+    finally:
+        staging.unlink(missing_ok=True)
+    queries, gallery = loader_orders(rows)
     write_text(out / QUERY_ORDER, "".join(f"{q}\n" for q in queries))
     write_text(out / GALLERY_ORDER, "".join(f"{g}\n" for g in gallery))
     (out / PROGRESS).unlink(missing_ok=True)
-    return ImportSummary(dataset, annotations.name, len(rows), len({r["vehicle_id"] for r in rows}),
-                         sum(len(r.captions) for r in records), sum(r.image_id in checked.grids for r in records),
-                         split, Counter(_reason_kind(r["reason"]) for r in checked.rejected), joined)
+    counts = rows.column("n_captions").to_numpy()
+    return ImportSummary(source.dataset, source.annotations.name, len(rows),
+                         len(pc.unique(rows.column("vehicle_id"))), int(counts.sum()),
+                         int(pc.sum(rows.column("has_parts")).as_py() or 0), split,
+                         Counter(_reason_kind(r["reason"]) for r in read.rejected), read.joined)
+
+
+@dataclass
+class Read:
+    """What one pass over the annotation file leaves in memory: one Arrow row per usable record,
+    the rejections, and the published id/split of every record (the checked records themselves
+    wait on disk, in the staging log)."""
+
+    rows: pa.Table
+    rejected: list[dict]
+    published: list[tuple]  # each record's published entry as a tuple of its items (ids may be of any type)
+    joined: Counter | None
+
+    def published_entries(self) -> Iterator[dict]:
+        return map(dict, self.published)
+
+
+def read_records(root: Path, out: Path, source: Source, staging: Path, *, workers: int,
+                 veri_wild_info: dict | None = None) -> Read:
+    """Stream the annotation file a batch of records at a time: check each record's fields,
+    read its part file while its crop decodes (threads, outside the GIL), and write the checked
+    record to `staging`. The first record wins a duplicate file_path or image id."""
+    seen = Seen()
+    rows, rejected, published = [], [], []
+    joined = Counter() if veri_wild_info is not None else None
+    staging.unlink(missing_ok=True)
+    parsers = ProcessPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1)))
+    with parsers, ImageChecker(root, out, workers) as images, ThreadPoolExecutor(max_workers=1) as background, \
+            JsonlWriter(staging) as staged:
+        images.bar.set_description("import")
+        for batch in _batches(enumerate(read_annotations(source.annotations)), BATCH):
+            published.extend(tuple(e.items()) for _, item in batch if (e := source.published(item)))
+            records = []
+            for index, item in batch:
+                try:
+                    records.append(seen.check(root, source.check(item, index)))
+                except BadRecord as exc:
+                    rejected.append(_rejection(item, index, exc))
+            del batch
+            parsing = parsers.map(_read_parts, [(root, r.boxes, r.index, r.split) for r in records], chunksize=32)
+            decoding = background.submit(images.check, [r.file_path for r in records])
+            parts = list(parsing)  # the part files parse in processes (JSON holds the GIL) as the crops decode
+            batch_rows, batch_staged = [], []
+            for rec, (grids, problem), result in zip(records, parts, decoding.result()):
+                if problem is None and not result.ok:
+                    problem = result.reason
+                if problem is not None:
+                    rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": problem})
+                    continue
+                entry = _entry(rec)
+                if veri_wild_info is not None:
+                    found = _join(entry, veri_wild_info)
+                    joined["unmatched" if found == "unmatched" else "joined"] += 1
+                    joined["vehicle differs"] += found == "vehicle differs"
+                batch_rows.append({**entry, "width": result.width, "height": result.height, "sha256": result.sha256,
+                                   "split": rec.split, "order": rec.index, "n_captions": len(rec.captions),
+                                   "has_parts": grids is not None})
+                batch_staged.append(_staged(root, rec, grids, source.augmented))
+            staged.write_many(batch_staged)
+            if batch_rows:
+                rows.append(pa.Table.from_pylist(batch_rows, schema=ROWS))
+    return Read(pa.concat_tables(rows) if rows else ROWS.empty_table(), rejected, published, joined)
+
+
+class Seen:
+    """The file paths and image ids of the records accepted so far, to refuse a second one."""
+
+    def __init__(self):
+        self.paths: set[str] = set()
+        self.image_ids: set[str] = set()
+
+    def check(self, root: Path, rec: Record) -> Record:
+        for what, path in (("file_path", rec.file_path), ("boxes", rec.boxes)):
+            if path is not None and not inside(root, path):
+                raise BadRecord(f"record {rec.index}: {what} {path} leaves the release root through a symlink")
+        if rec.file_path in self.paths:
+            raise BadRecord(f"record {rec.index}: duplicate file_path {rec.file_path}")
+        if rec.image_id in self.image_ids:
+            raise BadRecord(f"record {rec.index}: duplicate image id {rec.image_id} (file stem of {rec.file_path})")
+        self.paths.add(rec.file_path)
+        self.image_ids.add(rec.image_id)
+        return rec
+
+
+def _read_parts(job: tuple[Path, str | None, int, str]) -> tuple[list[str] | None, str | None]:
+    """(a record's six part grids packed, or None when it names no part file; the reason it is
+    unusable, or None). Runs in a worker process: it takes and returns only small values."""
+    root, boxes, index, split = job
+    if boxes is None:
+        return None, None
+    try:
+        grids = read_part_file(root / boxes, f"record {index}")
+    except BadRecord as exc:
+        return None, str(exc)
+    if split == TRAIN and not grids.any():
+        return None, f"record {index}: the part file {boxes} of a train record names no part"
+    return [pack_grid(g) for g in grids], None
+
+
+def _staged(root: Path, rec: Record, grids: list[str] | None, augmented: bool) -> dict:
+    """A checked record as the import logs will need it, grids packed (72 bytes each)."""
+    return {"image_id": rec.image_id, "split": rec.split, "order": rec.index, "captions": rec.captions,
+            "grids": grids,
+            "mask": None if rec.mask is None else pack_grid(rec.mask), "prompt": rec.prompt,
+            "file_path": rec.file_path, "boxes": rec.boxes,
+            "augmented": augmented_copies(root, rec) if augmented else None}
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
 
 
 def _entry(rec: Record) -> dict:
@@ -150,50 +265,61 @@ def _entry(rec: Record) -> dict:
 
 def _settings(source: Source) -> dict:
     """What shaped the imported records: the format, the dataset and the exact annotation file."""
-    digest = hashlib.sha256(source.annotations.read_bytes()).hexdigest()
+    with source.annotations.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
     return {"format": source.format, "release": source.dataset, "annotations": source.annotations.name,
             "annotations_sha256": digest}
 
 
-def _reject_val_beside_test(checked: Checked) -> None:
-    """A build holds train and test only: with "test" records present, other non-train records have no place."""
-    if test_side(checked.records) != TEST:
-        return
-    keep = []
-    for rec in checked.records:
-        if rec.split in (TRAIN, TEST):
-            keep.append(rec)
-        else:
-            checked.rejected.append({"record": rec.index, "file_path": rec.file_path,
-                                     "reason": f"split {rec.split!r} beside 'test' records: a build holds train and "
-                                               "test only"})
-    checked.records = keep
+def _reject_val_beside_test(read: Read) -> np.ndarray:
+    """Which rows stay: a build holds train and test only, so with "test" records present, other
+    non-train records have no place (each is rejected with that reason)."""
+    split = read.rows.column("split")
+    if test_side(split) != TEST:
+        return np.ones(len(read.rows), bool)
+    keep = pc.is_in(split, pa.array([TRAIN, TEST])).to_numpy(zero_copy_only=False)
+    for order, path, side in zip(*(read.rows.filter(~keep).column(c).to_pylist() for c in ("order", "path", "split"))):
+        read.rejected.append({"record": order, "file_path": path,
+                              "reason": f"split {side!r} beside 'test' records: a build holds train and test only"})
+    return keep
 
 
-def _write_records(bd: BuildDir, root: Path, records: list[Record], grids: dict[str, np.ndarray],
-                   settings: dict, augmented: bool = True) -> None:
-    """Caption, part and release records in the `import` logs; a rerun appends only what is missing."""
-    bodies = {
-        "captions": [{"image_id": r.image_id, "status": "ok", "caption_id": r.image_id, "text": r.captions[0],
-                      "texts": list(r.captions)} for r in records if r.captions],
-        "parts": [{"image_id": r.image_id, "status": "ok",
-                   "grid": {"shape": list(GRID), "cells": [pack_grid(g) for g in grids[r.image_id]]}}
-                  for r in records if r.image_id in grids],
-        "release": [{"image_id": r.image_id, "status": "ok", "order": r.index,
-                     "mask": None if r.mask is None else pack_grid(r.mask),
-                     "prompt": r.prompt, "split": r.split, "file_path": r.file_path, "boxes": r.boxes,
-                     "augmented": augmented_copies(root, r) if augmented else None} for r in records],
+def _kept_splits(read: Read) -> set[str] | None:
+    """The splits of the staged records that were imported (None: all of them)."""
+    return {TRAIN, TEST} if test_side(read.rows.column("split")) == TEST else None
+
+
+def _write_records(bd: BuildDir, staging: Path, splits: set[str] | None, settings: dict) -> None:
+    """Caption, part and release records in the `import` logs, read back from the staging log a
+    batch at a time; a rerun appends only what is missing."""
+    with ExitStack() as stack:
+        logs = {stage: stack.enter_context(open_log(bd, stage, LOG, source="release", settings=settings))
+                for stage in STAGES}
+        done = {stage: _already_written(bd, stage, log.fp) for stage, log in logs.items()}
+        bar = stack.enter_context(tqdm(desc="import records", unit="rec"))
+        for batch in _batches(read_jsonl(staging), BATCH):
+            bodies = {stage: [] for stage in STAGES}
+            for r in batch:
+                if splits is None or r["split"] in splits:
+                    for stage, body in _bodies(r).items():
+                        if body is not None and r["image_id"] not in done[stage]:
+                            bodies[stage].append(body)
+            for stage, items in bodies.items():
+                logs[stage].append(items)
+            bar.update(len(batch))
+
+
+def _bodies(r: dict) -> dict[str, dict | None]:
+    """One staged record's caption, part and release records (None where it has none)."""
+    return {
+        "captions": {"image_id": r["image_id"], "status": "ok", "caption_id": r["image_id"], "text": r["captions"][0],
+                     "texts": r["captions"]} if r["captions"] else None,
+        "parts": {"image_id": r["image_id"], "status": "ok", "grid": {"shape": list(GRID), "cells": r["grids"]}}
+        if r["grids"] is not None else None,
+        "release": {"image_id": r["image_id"], "status": "ok", "order": r["order"], "mask": r["mask"],
+                    "prompt": r["prompt"], "split": r["split"], "file_path": r["file_path"], "boxes": r["boxes"],
+                    "augmented": r["augmented"]},
     }
-    total = sum(len(b) for b in bodies.values())
-    with tqdm(total=total, desc="import", unit="rec") as bar:
-        for stage, items in bodies.items():
-            with open_log(bd, stage, LOG, source="release", settings=settings) as log:
-                done = _already_written(bd, stage, log.fp)
-                bar.update(sum(b["image_id"] in done for b in items))
-                todo = [b for b in items if b["image_id"] not in done]
-                for start in range(0, len(todo), BATCH):
-                    log.append(todo[start : start + BATCH])
-                    bar.update(len(todo[start : start + BATCH]))
 
 
 def _already_written(bd: BuildDir, stage: str, fp: str) -> set[str]:
@@ -215,68 +341,6 @@ def _reason_kind(reason: str) -> str:
     return "malformed record"
 
 
-@dataclass
-class Checked:
-    """Records that passed every check, their part grids, and the rejected ones."""
-
-    records: list[Record] = field(default_factory=list)
-    grids: dict[str, np.ndarray] = field(default_factory=dict)  # image_id -> (6, 24, 24) bool
-    rejected: list[dict] = field(default_factory=list)
-    published: list[dict] = field(default_factory=list)  # id, split, file_path of every record that has them
-
-
-def check_records(root: Path, raw: list, on_fields_checked=None, check=check_record, published=None) -> Checked:
-    """Check each record and its part file; the first record wins a duplicate file_path or image id.
-
-    `raw` is consumed (each item set to None once checked): at 416k records its parsed grids
-    are most of the import's memory.
-
-    `on_fields_checked(records)` is called once every record's own fields are checked and
-    before the part files are read, so that the crops can be decoded meanwhile. `check` reads
-    one raw record of the source's format; `published(item)` its id and split for the split.
-    """
-    published = published or release_entry
-    out = Checked()
-    paths: set[str] = set()
-    image_ids: set[str] = set()
-    for index, item in enumerate(raw):
-        raw[index] = None  # the parsed record (its grids as lists of lists) goes as its checked form comes
-        entry = published(item)
-        if entry is not None:
-            out.published.append(entry)
-        try:
-            rec = check(item, index)
-            for what, path in (("file_path", rec.file_path), ("boxes", rec.boxes)):
-                if path is not None and not inside(root, path):
-                    raise BadRecord(f"record {index}: {what} {path} leaves the release root through a symlink")
-            if rec.file_path in paths:
-                raise BadRecord(f"record {index}: duplicate file_path {rec.file_path}")
-            if rec.image_id in image_ids:
-                raise BadRecord(f"record {index}: duplicate image id {rec.image_id} (file stem of {rec.file_path})")
-        except BadRecord as exc:
-            out.rejected.append(_rejection(item, index, exc))
-            continue
-        paths.add(rec.file_path)
-        image_ids.add(rec.image_id)
-        out.records.append(rec)
-    if on_fields_checked is not None:
-        on_fields_checked(out.records)
-    keep = []
-    for rec in tqdm(out.records, desc="part files", unit="file"):
-        try:
-            if rec.boxes is not None:
-                grids = read_part_file(root / rec.boxes, f"record {rec.index}")
-                if rec.split == TRAIN and not grids.any():
-                    raise BadRecord(f"record {rec.index}: the part file {rec.boxes} of a train record names no part")
-                out.grids[rec.image_id] = grids
-        except BadRecord as exc:
-            out.rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": str(exc)})
-            continue
-        keep.append(rec)
-    out.records = keep
-    return out
-
-
 def _rejection(item: object, index: int, exc: BadRecord) -> dict:
     return {"record": index, "file_path": item.get("file_path") if isinstance(item, dict) else None, "reason": str(exc)}
 
@@ -287,51 +351,50 @@ def augmented_copies(root: Path, rec: Record) -> dict[str, str] | None:
     return found if all((root / p).is_file() and inside(root, p) for p in found.values()) else None
 
 
-def test_side(records: list[Record]) -> str:
+def test_side(splits: pa.ChunkedArray | pa.Array) -> str:
     """Which split value is the test set: "test", or anything but train when no record says test."""
-    return TEST if any(r.split == TEST for r in records) else VAL
+    return TEST if pc.any(pc.equal(splits, TEST)).as_py() else VAL
 
 
-def loader_orders(records: list[Record], image_ids: set[str]) -> tuple[list[str], list[str]]:
+def loader_orders(rows: pa.Table) -> tuple[list[str], list[str]]:
     """(query ids, gallery ids) in the authors' loader order: test records in JSON order, their
     captions in list order; only records that were imported."""
     from t2iverw.constants import query_id
 
-    side = test_side(records)
-    test = [r for r in records if r.image_id in image_ids and (r.split == TEST if side == TEST else r.split != TRAIN)]
-    queries = [query_id(r.image_id, k) for r in test for k in range(len(r.captions))]
-    return queries, [r.image_id for r in test]
+    split = rows.column("split")
+    test = rows.filter(pc.equal(split, TEST) if test_side(split) == TEST else pc.not_equal(split, TRAIN))
+    test = test.sort_by("order")
+    ids, counts = test.column("image_id").to_pylist(), test.column("n_captions").to_pylist()
+    return [query_id(i, k) for i, n in zip(ids, counts) for k in range(n)], ids
 
 
-def join_veri_wild(entries: list[dict], veri_wild: Path, encoding: str = "utf-8") -> Counter:
-    """Fill camera, time, model, type and colour from VERI-Wild's vehicle_info.txt, by image id.
-
-    A release file stem is matched to a VERI-Wild image id as it is, or as its part after
-    the vehicle-id prefix (`<id>_<image id>`, the release's "prefixid" naming). Returns
-    counts of joined, unmatched, and joined-but-the-vehicle-differs images.
-    """
+def _vehicle_info(veri_wild: Path, encoding: str) -> dict[str, dict]:
+    """VERI-Wild's vehicle_info.txt by image id."""
     from t2iverw.index import read_vehicle_info
 
-    info, _ = read_vehicle_info(Path(veri_wild), encoding)
-    by_image = {e["image_id"]: e for e in info}
-    counts: Counter = Counter()
-    for entry in entries:
-        stem = entry["image_id"]
-        meta = by_image.get(stem)
-        if meta is None and "_" in stem:
-            prefix, rest = stem.split("_", 1)
-            candidate = by_image.get(rest)
-            if candidate is not None and _same_vehicle(prefix, candidate["vehicle_id"]):
-                meta = candidate
-        if meta is None:
-            counts["unmatched"] += 1
-            continue
-        for key in META_FIELDS:
-            entry[key] = meta[key]
-        counts["joined"] += 1
-        if not _same_vehicle(entry["vehicle_id"], meta["vehicle_id"]):
-            counts["vehicle differs"] += 1
-    return counts
+    info, _ = read_vehicle_info(veri_wild, encoding)
+    return {e["image_id"]: e for e in info}
+
+
+def _join(entry: dict, by_image: dict[str, dict]) -> str:
+    """Fill camera, time, model, type and colour from VERI-Wild, by image id; say how it went.
+
+    A release file stem is matched to a VERI-Wild image id as it is, or as its part after
+    the vehicle-id prefix (`<id>_<image id>`, the release's "prefixid" naming): "joined",
+    "unmatched", or "vehicle differs" (joined, but VERI-Wild names another vehicle).
+    """
+    stem = entry["image_id"]
+    meta = by_image.get(stem)
+    if meta is None and "_" in stem:
+        prefix, rest = stem.split("_", 1)
+        candidate = by_image.get(rest)
+        if candidate is not None and _same_vehicle(prefix, candidate["vehicle_id"]):
+            meta = candidate
+    if meta is None:
+        return "unmatched"
+    for key in META_FIELDS:
+        entry[key] = meta[key]
+    return "joined" if _same_vehicle(entry["vehicle_id"], meta["vehicle_id"]) else "vehicle differs"
 
 
 def _same_vehicle(a: str, b: str) -> bool:

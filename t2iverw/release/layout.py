@@ -21,11 +21,15 @@ See shared/pfcvr-code.md section 1.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import ijson
 import numpy as np
 
 from t2iverw.constants import AUGMENTED, GRID, MAX_CAPTION_CHARS, PARTS
@@ -72,16 +76,25 @@ def find_annotations(root: Path) -> tuple[str, Path]:
     return found[0]
 
 
-def read_annotations(path: Path) -> list:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise T2IError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
-    except UnicodeDecodeError as exc:
-        raise T2IError(f"{path} is not UTF-8 (byte {exc.start})") from None
-    if not isinstance(data, list):
-        raise T2IError(f"{path} must hold a JSON list of records, got {type(data).__name__}")
-    return data
+def read_annotations(path: Path) -> Iterator[object]:
+    """The records of an annotation list one at a time, parsed by ijson as the file is read: a
+    416k-record release (a 24x24 grid in most records) is never whole in memory."""
+    with path.open("rb") as fh:
+        first = fh.read(1)
+        while first.isspace():
+            first = fh.read(1)
+        if first != b"[":
+            kind = {b"{": "an object", b"": "nothing"}.get(first, "something else")
+            raise T2IError(f"{path} must hold a JSON list of records, got {kind}")
+        fh.seek(0)
+        try:
+            yield from ijson.items(fh, "item", use_float=True)
+        except ijson.JSONError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            at = f" (near byte {fh.tell():,})"
+            if "UTF8" in reason or "UTF-8" in reason:
+                raise T2IError(f"{path} is not UTF-8{at}") from None
+            raise T2IError(f"{path} is not valid JSON: {reason}{at}") from None
 
 
 def check_record(rec: object, index: int) -> Record:
@@ -124,8 +137,21 @@ def relative_path(value: object, what: str) -> str:
 
 
 def inside(root: Path, relative: str) -> bool:
-    """Whether `root/relative`, symlinks followed, is still under `root` (a link may point anywhere)."""
-    return (root / relative).resolve().is_relative_to(root.resolve())
+    """Whether `root/relative`, symlinks followed, is still under `root` (a link may point anywhere).
+
+    The folder's real path is looked up once per folder (a release has a few thousand folders
+    and 416k files); the file itself is followed only when it is a link."""
+    real_root = _realpath(str(root))
+    folder, name = os.path.split(os.path.join(real_root, relative))
+    target = os.path.join(_realpath(folder), name)
+    if os.path.islink(target):
+        target = os.path.realpath(target)
+    return target == real_root or target.startswith(real_root + os.sep)
+
+
+@functools.lru_cache(maxsize=65536)
+def _realpath(path: str) -> str:
+    return os.path.realpath(path)
 
 
 def grid(value: object, what: str) -> np.ndarray:

@@ -55,7 +55,6 @@ class LogWriter:
         self._floor = floor
         self._lock: FileLock | None = None
         self._fh = None
-        self._sha: dict[str, str] | None = None
 
     # --- ownership ------------------------------------------------------------
     def open(self) -> LogWriter:
@@ -160,11 +159,8 @@ class LogWriter:
         return records
 
     def _image_sha(self, image_id: str) -> str:
-        if self._sha is None:
-            cols = self.build.images(["image_id", "sha256"]).to_pydict()
-            self._sha = dict(zip(cols["image_id"], cols["sha256"]))
         try:
-            return self._sha[image_id]
+            return self.build.image_shas[image_id]
         except KeyError:
             raise ValueError(f"record for image {image_id!r}, which is not in {self.build.images_path}") from None
 

@@ -257,3 +257,43 @@ def test_rerun_appends_nothing_and_a_killed_import_resumes(tmp_path, release_wri
         strip = lambda recs: sorted(json.dumps({k: v for k, v in r.items()  # noqa: E731
                                                 if k not in ("run", "seq", "t", "time")}, sort_keys=True) for r in recs)
         assert strip(_records(killed, stage)) == strip(_records(tmp_path / "clean", stage))
+
+
+def test_batches_of_two_records_import_what_one_batch_does(release, tmp_path, monkeypatch):
+    """The annotation list is streamed a batch at a time: with batches of 2 records (many
+    batches, a duplicate and a bad part file falling in later ones) the build is the same."""
+    import t2iverw.release.importer as importer
+
+    root, written = release
+    records = written["records"]
+    _bad(root / records[5]["boxes"].replace("\\", "/"), lambda d: d[0].__setitem__("category", "hood"))
+    (root / ANNOTATIONS).write_text(json.dumps(records + [dict(records[1], captions=["again"])]))
+    whole = import_release(root, tmp_path / "whole")
+    monkeypatch.setattr(importer, "BATCH", 2)
+    batched = import_release(root, tmp_path / "batched")
+    assert batched.images == whole.images == len(records) - 1 and batched.rejected == whole.rejected
+    for name in ("images.parquet",):
+        assert BuildDir.open(tmp_path / "batched").images().equals(BuildDir.open(tmp_path / "whole").images()), name
+    for name in ("rejected.jsonl", "split.json", QUERY_ORDER, GALLERY_ORDER):
+        assert (tmp_path / "batched" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    for stage in ("captions", "parts", "release"):
+        body = lambda recs: sorted(json.dumps({k: v for k, v in r.items()  # noqa: E731
+                                               if k not in ("run", "seq", "t", "time")}, sort_keys=True) for r in recs)
+        assert body(_records(tmp_path / "batched", stage)) == body(_records(tmp_path / "whole", stage))
+    assert not (tmp_path / "batched" / ".import-staging.jsonl").exists()
+
+
+def test_a_file_that_breaks_after_its_first_records_builds_nothing(release, tmp_path):
+    """Streaming finds a syntax error only when it gets there: the records before it were read
+    (and their crops decoded), yet the import refuses in one line and leaves no build."""
+    root, written = release
+    text = json.dumps(written["records"])
+    (root / ANNOTATIONS).write_text(text[:-1] + ', {"id": 1,]')
+    result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "is not valid JSON" in result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        line for line in result.output.splitlines() if "not valid JSON" in line]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [".index.lock"]
+    (root / ANNOTATIONS).write_text('{"records": []}')
+    result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "must hold a JSON list of records, got an object" in result.output
