@@ -9,17 +9,19 @@ from t2iverw.models.ivt import IVT, IVTConfig, cmpm, drop_tokens, phrase_and_wor
 
 
 def test_cmpm_equals_hand_computation():
-    image = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
-    text = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
-    labels = torch.tensor([0, 1])
+    # Rows 0 and 1 share a label, so their target is 1/sqrt(2) (L2, cmps_loss.py:48), not 1/2 (L1).
+    image = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    text = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
     total = 0.0
     for a, b in ((image, text), (text, image)):
-        for i in range(2):
-            logits = [sum(x * y for x, y in zip(a[i].tolist(), (b[j] / b[j].norm()).tolist())) for j in range(2)]
+        for i in range(3):
+            logits = [sum(x * y for x, y in zip(a[i].tolist(), (b[j] / b[j].norm()).tolist())) for j in range(3)]
             z = math.log(sum(math.exp(v) for v in logits))
             p = [math.exp(v - z) for v in logits]
-            q = [1.0 if j == i else 0.0 for j in range(2)]
-            total += sum(p[j] * ((logits[j] - z) - math.log(q[j] + 1e-8)) for j in range(2)) / 2
+            same = [labels[j] == labels[i] for j in range(3)]
+            q = [1.0 / math.sqrt(sum(same)) if s else 0.0 for s in same]
+            total += sum(p[j] * ((logits[j] - z) - math.log(q[j] + 1e-8)) for j in range(3)) / 3
     assert abs(cmpm(image, text, labels).item() - total) < 1e-4
 
 
@@ -29,13 +31,20 @@ def test_phrase_and_word_levels_come_from_comma_segments():
     assert phrase in ("with black roof", "a white suv, and a rack")
 
 
-def test_bmm_keeps_cls_and_drops_at_most_percent():
+def test_bmm_drops_the_same_positions_batch_wide_counting_cls_in_n():
+    # N = 10 with CLS, so k ranges over 0..int(0.2*10) = 0..2 (N-1 would give 0..1).
     random.seed(3)
-    x = torch.arange(11.0).view(1, 11, 1).repeat(2, 1, 1)
-    for _ in range(20):
-        y, m = drop_tokens(x, torch.ones(2, 11, dtype=torch.long), 0.2)
-        assert (y[:, 0, 0] == 0).all() and 9 <= y.shape[1] <= 11
-        assert (y[:, 1:, 0].diff(dim=1) > 0).all()
+    x = torch.arange(10.0).view(1, 10, 1).repeat(3, 1, 1) + torch.tensor([0.0, 100.0, 200.0]).view(3, 1, 1)
+    mask = torch.arange(10).repeat(3, 1)
+    sizes = set()
+    for _ in range(60):
+        y, m = drop_tokens(x, mask, 0.2)
+        pos = (y[0, :, 0]).long()
+        assert pos[0] == 0 and len(set(pos.tolist())) == len(pos)
+        assert torch.equal(y[1, :, 0] - 100, y[0, :, 0]) and torch.equal(y[2, :, 0] - 200, y[0, :, 0])
+        assert torch.equal(m, pos.repeat(3, 1))
+        sizes.add(10 - y.shape[1])
+    assert sizes == {0, 1, 2}
 
 
 def test_gradients_reach_both_mlps_and_the_shared_attention():
@@ -47,7 +56,9 @@ def test_gradients_reach_both_mlps_and_the_shared_attention():
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
-    assert names == {"patch_embed", "cls_vis", "pos_vis", "word_embed", "pos_txt", "blocks", "norm"}
+    assert names == {"patch_embed", "cls_token", "pos_embed", "type_embed", "embeddings", "blocks", "norm"}
+    block = {n.split(".", 2)[2].split(".")[0] for n, _ in model.named_parameters() if n.startswith("blocks.")}
+    assert block == {"norm1", "attn", "norm2", "mlp_vis", "mlp_txt"}
 
 
 def test_run_files_round_trip_gives_the_same_text_features(tmp_path):
