@@ -143,12 +143,27 @@ class IVT(RetrievalModel):
 
     @classmethod
     def build(cls, cfg: IVTConfig, num_classes: int, workdir: Path):
-        """A randomly initialised IVT and the offline CLIP tokenizer (BERT's is not reachable: see FIDELITY)."""
-        from t2iverw.clip_tokenizer import build_clip_tokenizer
+        """IVT with ViT/BERT weights where `vit`/`bert` are set (load_param_hybrid), else random.
 
-        tokenizer = build_clip_tokenizer(model_max_length=cfg.text_length)
-        cfg.vocab_size = max(cfg.vocab_size, len(tokenizer))
-        return cls(cfg), tokenizer
+        With `bert` the tokenizer is that BERT's, as the authors'; without it the offline CLIP one.
+        """
+        from transformers import AutoTokenizer
+
+        from t2iverw.clip_tokenizer import build_clip_tokenizer
+        from t2iverw.models.ivt_weights import load_bert, load_vit
+
+        if cfg.bert:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.bert, model_max_length=cfg.text_length)
+            cfg.vocab_size = len(tokenizer)
+        else:
+            tokenizer = build_clip_tokenizer(model_max_length=cfg.text_length)
+            cfg.vocab_size = max(cfg.vocab_size, len(tokenizer))
+        model = cls(cfg)
+        if cfg.vit:
+            load_vit(model, cfg.vit)
+        if cfg.bert:
+            load_bert(model, cfg.bert)
+        return model, tokenizer
 
     @classmethod
     def from_run(cls, cfg: IVTConfig, num_classes: int, folder: Path):

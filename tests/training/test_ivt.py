@@ -72,3 +72,72 @@ def test_run_files_round_trip_gives_the_same_text_features(tmp_path):
     a = model.encode_text(enc["input_ids"], enc["attention_mask"])
     assert torch.allclose(a, again.encode_text(enc["input_ids"], enc["attention_mask"]))
     assert torch.allclose(a.norm(dim=-1), torch.ones(1))
+
+
+def _tiny_backbones(tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizer, ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    vit = ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                             image_size=32, patch_size=8), add_pooling_layer=False)
+    vit.save_pretrained(tmp_path / "vit")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "car", "white", "suv"]
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(tmp_path / "bert")
+    bert = BertModel(BertConfig(vocab_size=10, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=20), add_pooling_layer=False)
+    bert.save_pretrained(tmp_path / "bert")
+    return vit, bert
+
+
+def test_vit_and_bert_weights_are_copied_as_load_param_hybrid(tmp_path):
+    vit, bert = _tiny_backbones(tmp_path)
+    cfg = IVTConfig(dim=16, depth=2, heads=2, mlp_ratio=2.0, patch=8, patch_stride=6, image_size=44,
+                    text_length=8, vit=str(tmp_path / "vit"), bert=str(tmp_path / "bert"))
+    model, tok = IVT.build(cfg, 3, tmp_path)
+    assert cfg.vocab_size == 10 and tok("a red car")["input_ids"] == [2, 5, 6, 7, 3]
+    e = vit.embeddings
+    torch.testing.assert_close(model.cls_token, e.cls_token)
+    torch.testing.assert_close(model.patch_embed.weight, e.patch_embeddings.projection.weight)
+    # The 4x4 ViT grid resized to (44-8)//6+1 = 7 per side; the values are checked in the next test.
+    assert model.pos_embed.shape == (1, 50, 16)
+    torch.testing.assert_close(model.pos_embed[:, 0], e.position_embeddings[:, 0])
+    for ours, layer in zip(model.blocks, vit.layers):
+        a = layer.attention
+        torch.testing.assert_close(ours.attn.in_proj_weight[:16], a.q_proj.weight)
+        torch.testing.assert_close(ours.attn.in_proj_weight[16:32], a.k_proj.weight)
+        torch.testing.assert_close(ours.attn.in_proj_bias[32:], a.v_proj.bias)
+        torch.testing.assert_close(ours.attn.out_proj.weight, a.o_proj.weight)
+        torch.testing.assert_close(ours.norm1.weight, layer.layernorm_before.weight)
+        torch.testing.assert_close(ours.norm2.bias, layer.layernorm_after.bias)
+        torch.testing.assert_close(ours.mlp_vis.fc1.weight, layer.mlp.fc1.weight)
+        torch.testing.assert_close(ours.mlp_vis.fc2.bias, layer.mlp.fc2.bias)
+    torch.testing.assert_close(model.norm.weight, vit.layernorm.weight)
+    b = bert.embeddings
+    torch.testing.assert_close(model.embeddings.word_embeddings.weight, b.word_embeddings.weight)
+    torch.testing.assert_close(model.embeddings.position_embeddings.weight, b.position_embeddings.weight[:8])
+    torch.testing.assert_close(model.embeddings.token_type_embeddings.weight, b.token_type_embeddings.weight)
+    torch.testing.assert_close(model.embeddings.LayerNorm.bias, b.LayerNorm.bias)
+    for ours, layer in zip(model.blocks, bert.encoder.layer):
+        torch.testing.assert_close(ours.mlp_txt.fc1.weight, layer.intermediate.dense.weight)
+        torch.testing.assert_close(ours.mlp_txt.fc2.bias, layer.output.dense.bias)
+
+
+def test_pos_embed_resize_is_bilinear():
+    from t2iverw.models.ivt_weights import resize_pos_embed
+
+    # A 2x2 grid [[0, 1], [2, 3]] resized to 4x4 (align_corners=False): first row 0, .25, .75, 1.
+    pos = torch.tensor([9.0, 0, 1, 2, 3]).view(1, 5, 1)
+    out = resize_pos_embed(pos, 4)
+    assert out.shape == (1, 17, 1) and out[0, 0, 0] == 9
+    torch.testing.assert_close(out[0, 1:5, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+
+
+def test_a_dimension_mismatch_is_refused(tmp_path):
+    import pytest
+
+    from t2iverw.errors import T2IError
+
+    _tiny_backbones(tmp_path)
+    cfg = IVTConfig(dim=16, depth=2, heads=2, mlp_ratio=4.0, patch=8, image_size=32, vit=str(tmp_path / "vit"))
+    with pytest.raises(T2IError, match="intermediate_size=32"):
+        IVT.build(cfg, 3, tmp_path)
