@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath, Mlp
 from torch import nn
 
 from t2iverw.models.base import RetrievalModel
@@ -21,9 +22,13 @@ from t2iverw.training.config import Config
 
 
 def cmpm(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Cross-modal projection matching (Zhang & Lu 2018), both directions, as IVT's `cmps_loss.py`."""
+    """Cross-modal projection matching (Zhang & Lu 2018), both directions, as IVT's `cmps_loss.py`.
+
+    The true-match row is divided by its L2 norm, not its sum (cmps_loss.py:48), so with c positives
+    each target entry is 1/sqrt(c): the authors' choice, kept for fidelity.
+    """
     match = (labels[:, None] == labels[None, :]).float()
-    target = match / match.sum(1, keepdim=True)
+    target = match / match.norm(dim=1, keepdim=True)
     t_norm = F.normalize(text, dim=-1)
     i_norm = F.normalize(image, dim=-1)
     i2t = image @ t_norm.t()
@@ -44,33 +49,54 @@ def phrase_and_word(caption: str, rng: random.Random) -> tuple[str, str]:
 
 
 def drop_tokens(x: torch.Tensor, mask: torch.Tensor, percent: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """BMM: remove 0..int(percent*N) random tokens (CLS kept) from every sample of the batch."""
-    n = x.shape[1] - 1
+    """BMM as released (vit_vl.py:995-1006): one shuffle of positions 1..N-1 for the whole batch, with
+    N counting CLS; the first k = randint(0, int(percent*N)) are dropped from every sample, CLS kept."""
+    n = x.shape[1]
+    order = list(range(1, n))
+    random.shuffle(order)
     k = random.randint(0, int(percent * n))
-    if k == 0:
-        return x, mask
-    keep = torch.rand(x.shape[0], n, device=x.device).argsort(1)[:, : n - k].sort(1).values + 1
-    keep = torch.cat([torch.zeros_like(keep[:, :1]), keep], 1)
-    return x.gather(1, keep[..., None].expand(-1, -1, x.shape[2])), mask.gather(1, keep)
+    keep = torch.tensor([0] + order[k:], device=x.device)
+    return x[:, keep], mask[:, keep]
 
 
 class Block(nn.Module):
-    """One self-attention shared by both modalities, one MLP per modality (BlockVisTxt)."""
+    """BlockVisTxt (vit_vl.py:466-488): shared norm1, attention and norm2; one MLP per modality.
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+    LayerNorm eps 1e-6 and qkv bias as the authors' ViT-B (vit_vl.py:1297-1299); drop-path is timm's.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path: float = 0.0):
         super().__init__()
         hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm2_vis, self.norm2_txt = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.mlp_vis = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.mlp_txt = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = nn.MultiheadAttention(dim, heads, bias=True, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp_vis = Mlp(dim, hidden)
+        self.mlp_txt = Mlp(dim, hidden)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, modality: str) -> torch.Tensor:
         h = self.norm1(x)
-        x = x + self.attn(h, h, h, key_padding_mask=~mask.bool(), need_weights=False)[0]
-        norm, mlp = (self.norm2_vis, self.mlp_vis) if modality == "vis" else (self.norm2_txt, self.mlp_txt)
-        return x + mlp(norm(x))
+        x = x + self.drop_path(self.attn(h, h, h, key_padding_mask=~mask.bool(), need_weights=False)[0])
+        mlp = self.mlp_vis if modality == "vis" else self.mlp_txt
+        return x + self.drop_path(mlp(self.norm2(x)))
+
+
+class TextEmbeddings(nn.Module):
+    """BertEmbeddings (vit_vl.py:667-712): word + token type 0 + learned position, LayerNorm, dropout."""
+
+    def __init__(self, vocab_size: int, dim: int, length: int, dropout: float = 0.1):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, dim)
+        self.position_embeddings = nn.Embedding(length, dim)
+        self.token_type_embeddings = nn.Embedding(2, dim)
+        self.LayerNorm = nn.LayerNorm(dim, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(pos) + self.token_type_embeddings.weight[0]
+        return self.dropout(self.LayerNorm(x))
 
 
 @dataclass
@@ -85,6 +111,9 @@ class IVTConfig(Config):
     patch_stride: int = 12
     vocab_size: int = 30522
     bmm_percent: float = 0.2
+    drop_path: float = 0.1
+    vit: str | None = None
+    bert: str | None = None
     mla_levels: list = field(default_factory=lambda: ["sentence", "phrase", "word"])
     loss_weights: dict = field(default_factory=lambda: {"cmpm": 1.0})
 
@@ -104,21 +133,37 @@ class IVT(RetrievalModel):
         d = cfg.dim
         self.patch_embed = nn.Conv2d(3, d, cfg.patch, stride=cfg.patch_stride)
         self.grid = (cfg.image_size - cfg.patch) // cfg.patch_stride + 1
-        self.cls_vis = nn.Parameter(torch.zeros(1, 1, d))
-        self.pos_vis = nn.Parameter(torch.randn(1, self.grid**2 + 1, d) * 0.02)
-        self.word_embed = nn.Embedding(cfg.vocab_size, d)
-        self.pos_txt = nn.Parameter(torch.randn(1, cfg.text_length, d) * 0.02)
-        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(d)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid**2 + 1, d) * 0.02)
+        self.type_embed = nn.Parameter(torch.randn(1, self.grid**2 + 1, d) * 0.02)
+        self.embeddings = TextEmbeddings(cfg.vocab_size, d, cfg.text_length)
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, r) for r in rates)
+        self.norm = nn.LayerNorm(d, eps=1e-6)
 
     @classmethod
     def build(cls, cfg: IVTConfig, num_classes: int, workdir: Path):
-        """A randomly initialised IVT and the offline CLIP tokenizer (BERT's is not reachable: see FIDELITY)."""
-        from t2iverw.clip_tokenizer import build_clip_tokenizer
+        """IVT with ViT/BERT weights where `vit`/`bert` are set (load_param_hybrid), else random.
 
-        tokenizer = build_clip_tokenizer(model_max_length=cfg.text_length)
-        cfg.vocab_size = max(cfg.vocab_size, len(tokenizer))
-        return cls(cfg), tokenizer
+        With `bert` the tokenizer is that BERT's, as the authors'; without it the offline CLIP one.
+        """
+        from transformers import AutoTokenizer
+
+        from t2iverw.clip_tokenizer import build_clip_tokenizer
+        from t2iverw.models.ivt_weights import load_bert, load_vit
+
+        if cfg.bert:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.bert, model_max_length=cfg.text_length)
+            cfg.vocab_size = len(tokenizer)
+        else:
+            tokenizer = build_clip_tokenizer(model_max_length=cfg.text_length)
+            cfg.vocab_size = max(cfg.vocab_size, len(tokenizer))
+        model = cls(cfg)
+        if cfg.vit:
+            load_vit(model, cfg.vit)
+        if cfg.bert:
+            load_bert(model, cfg.bert)
+        return model, tokenizer
 
     @classmethod
     def from_run(cls, cfg: IVTConfig, num_classes: int, folder: Path):
@@ -143,11 +188,11 @@ class IVT(RetrievalModel):
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(pixels).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_vis.expand(len(x), -1, -1), x], 1) + self.pos_vis
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed + self.type_embed
         return self._run(x, torch.ones(x.shape[:2], dtype=torch.long, device=x.device), "vis")
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.word_embed(input_ids) + self.pos_txt[:, : input_ids.shape[1]]
+        x = self.embeddings(input_ids)
         return self._run(x, attention_mask, "txt")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
