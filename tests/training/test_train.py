@@ -253,7 +253,7 @@ def test_model_selection_never_reads_test(export_dir):
 
 
 # each model's own modules (top-level parameter names), which no other model's checkpoint has all of
-OWN_MODULES = {"irra": {"clip", "classifier", "mlm"}, "ivt": {"blocks", "patch_embed", "word_embed"}}
+OWN_MODULES = {"irra": {"clip", "classifier", "mlm"}, "ivt": {"blocks", "patch_embed", "embeddings", "type_embed"}}
 
 
 @pytest.fixture(scope="session", params=sorted(OWN_MODULES))
