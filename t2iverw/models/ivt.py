@@ -39,13 +39,30 @@ def cmpm(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, eps: flo
 
 
 def phrase_and_word(caption: str, rng: random.Random) -> tuple[str, str]:
-    """A phrase (one of two comma chunks) and a word-level text (one comma segment), as `get_phrase_level_txt`."""
-    sentences = [s for s in caption.split(".") if s.strip()] or [caption]
-    segments = [s.strip() for s in rng.choice(sentences).split(",") if s.strip()] or [caption]
-    longest = max(segments, key=len)
-    rest = ", ".join(s for s in segments if s is not longest)
-    chunks = [c for c in (longest, rest) if len(c) > 5] or [caption]
-    return rng.choice(chunks), rng.choice(segments)
+    """The phrase- and word-level texts of a caption, as the released code makes them.
+
+    Phrase: `get_phrase_level_txt` (processor.py:59-76), one chunk drawn from the candidates of
+    *all* sentences. Word: the authors draw attribute words from `cuhk_pedes_att.json` and, for a
+    caption without attributes, a second draw by the same rule (`split_txt`, datasets/bases.py:194-216);
+    no vehicle caption has an attribute file, so ours is that second draw. Both work on the
+    lower-cased caption (bases.py:187). Where no chunk is longer than 5 characters theirs fails
+    (`random.sample` of an empty list) and ours uses the whole caption, as bases.py:198-199 does
+    for an empty word text.
+    """
+    caption = caption.lower()
+    phrases, words = _chunks(caption.strip(".").strip("[").strip("]")), _chunks(caption.strip("."))
+    return (rng.choice(phrases) if phrases else caption), (rng.choice(words) if words else caption)
+
+
+def _chunks(text: str) -> list[str]:
+    """Per sentence: its longest comma segment and the other segments re-joined, those over 5 characters."""
+    pool = []
+    for sentence in text.split("."):
+        segments = sentence.split(",")
+        longest = max(range(len(segments)), key=lambda k: len(segments[k]))  # the first longest, as np.argmax
+        rest = (",".join(segments[:longest]) + "," + ",".join(segments[longest + 1:])).strip(",")
+        pool += [c for c in (segments[longest], rest) if len(c) > 5]
+    return [c.strip(" ") for c in pool if c]
 
 
 def drop_tokens(x: torch.Tensor, mask: torch.Tensor, percent: float) -> tuple[torch.Tensor, torch.Tensor]:

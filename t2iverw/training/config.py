@@ -43,6 +43,7 @@ class Config:
         "lr_step": ("epoch", "batch"),
         "optimizer": ("adam", "sgd"),
         "selection": ("val", "last", "test"),
+        "selection_metric": ("R1", "R1+mAP"),
         "mixed_precision": ("bf16", "fp16", "no"),
     }
 
@@ -90,6 +91,9 @@ class Config:
     # model selection: val (held-out *train* identities), last (the last epoch), or test
     # (the authors' protocol: best test R1; stamped on every output, never a default)
     selection: str = "val"
+    # what val/test selection maximises: R1 (mAP breaks val ties; on test strictly better, as PFCVR's
+    # released code) or R1+mAP, their mean with ties to the later epoch (IVT, processor.py:196-197)
+    selection_metric: str = "R1"
     val_ratio: float = 0.1
     eval_batch_size: int = 128
 

@@ -138,7 +138,7 @@ def train(cfg: Config, dataset: str | Path, out: str | Path, cache_dir: str | No
                 if test is not None:
                     record.update(_retrieval(unwrapped, test, tokenizer, cfg, accelerator.device, "test"))
             score = _selection_score(cfg, record)
-            if score > best["score"] or (score == best["score"] and cfg.selection != "test"):
+            if is_better(cfg, score, best["score"]):
                 best = {"score": score, "epoch": record["epoch"]}
                 _save_weights(unwrapped, out / WEIGHTS)
         accelerator.wait_for_everyone()
@@ -163,12 +163,21 @@ def _mean_over_ranks(accelerator, sums: dict[str, float], batches: int) -> dict[
 
 
 def _selection_score(cfg: Config, record: dict) -> float:
-    """Higher is better. val: R1, mAP breaks ties; test: R1 (strictly better, as released); last: the epoch."""
-    if cfg.selection == "val":
-        return record["val_r1"] + record["val_map"] / 1000
-    if cfg.selection == "test":
-        return record["test_r1"]
-    return float(record["epoch"])
+    """Higher is better. val: R1, mAP breaks ties; test: R1; with `selection_metric: R1+mAP` their
+    mean on either split (IVT's rule); last: the epoch."""
+    if cfg.selection == "last":
+        return float(record["epoch"])
+    r1, mAP = record[f"{cfg.selection}_r1"], record[f"{cfg.selection}_map"]
+    if cfg.selection_metric == "R1+mAP":
+        return 0.5 * (r1 + mAP)
+    return r1 + mAP / 1000 if cfg.selection == "val" else r1
+
+
+def is_better(cfg: Config, score: float, best: float) -> bool:
+    """Whether an epoch's score replaces the best so far: a tie goes to the later epoch, except for
+    test R1, where the released PFCVR code keeps the earlier one (strictly better only)."""
+    strict = cfg.selection == "test" and cfg.selection_metric == "R1"
+    return score > best or (score == best and not strict)
 
 
 def _weight(cfg: Config, name: str) -> float:

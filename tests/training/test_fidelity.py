@@ -102,3 +102,25 @@ def test_selection_on_test_needs_the_explicit_key():
 def test_a_switch_rejects_unknown_values(key, bad):
     with pytest.raises(T2IError, match=key):
         load_config(PFCVR_CONFIG, {key: bad})
+
+
+def test_selection_rules_of_pfcvr_and_ivt():
+    """PFCVR's released code keeps the first epoch of the best test R1; IVT's keeps the latest epoch of
+    the best 0.5*(R1+mAP) (processor.py:196-197). Worked by hand: scores R1 50/40/50, mean 40/40/27.5."""
+    from t2iverw.training.engine import _selection_score, is_better
+
+    records = [{"epoch": 1, "test_r1": 50.0, "test_map": 30.0}, {"epoch": 2, "test_r1": 40.0, "test_map": 40.0},
+               {"epoch": 3, "test_r1": 50.0, "test_map": 5.0}]
+
+    def pick(cfg) -> int:
+        best = {"score": float("-inf"), "epoch": None}
+        for record in records:
+            score = _selection_score(cfg, record)
+            if is_better(cfg, score, best["score"]):
+                best = {"score": score, "epoch": record["epoch"]}
+        return best["epoch"]
+
+    ivt = load_config(PFCVR_CONFIG.parent / "ivt.yaml", {"selection": "test"})
+    assert ivt.selection_metric == "R1+mAP" and pick(ivt) == 2
+    assert pick(load_config(PFCVR_CONFIG, {"selection": "test"})) == 1
+    assert pick(load_config(PFCVR_CONFIG, {"selection": "test", "selection_metric": "R1+mAP"})) == 2

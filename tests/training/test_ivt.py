@@ -25,10 +25,20 @@ def test_cmpm_equals_hand_computation():
     assert abs(cmpm(image, text, labels).item() - total) < 1e-4
 
 
-def test_phrase_and_word_levels_come_from_comma_segments():
-    phrase, word = phrase_and_word("a white suv, with black roof, and a rack.", random.Random(0))
-    assert word in ("a white suv", "with black roof", "and a rack")
-    assert phrase in ("with black roof", "a white suv, and a rack")
+def test_phrase_and_word_levels_pool_the_chunks_of_every_sentence():
+    """get_phrase_level_txt (processor.py:59-76) worked by hand on a two-sentence caption: sentence 1
+    gives its longest segment and the rest, sentence 2 (one segment) gives one chunk; the draw is
+    uniform over the pooled three, so "big wheels" comes 1/3 of the time (1/2 if a sentence were
+    drawn first)."""
+    caption = "A white SUV, with black roof, and a rack. Big wheels."
+    pool = {"with black roof", "a white suv, and a rack", "big wheels"}
+    rng = random.Random(0)
+    draws = [phrase_and_word(caption, rng) for _ in range(3000)]
+    assert {p for p, _ in draws} == pool and {w for _, w in draws} == pool
+    share = sum(p == "big wheels" for p, _ in draws) / len(draws)
+    assert 0.29 < share < 0.38, share
+    assert phrase_and_word("Red car.", rng) == ("red car", "red car")
+    assert phrase_and_word("A car.", rng) == ("a car.", "a car.")  # no chunk over 5 characters: the caption
 
 
 def test_bmm_drops_the_same_positions_batch_wide_counting_cls_in_n():
