@@ -41,6 +41,7 @@ class Config:
         "aug_source": ("release", "generated"),
         "lr_groups": ("release", "new_modules"),
         "lr_step": ("epoch", "batch"),
+        "schedule": ("cosine", "timm-cosine"),
         "optimizer": ("adam", "sgd"),
         "selection": ("val", "last", "test"),
         "selection_metric": ("R1", "R1+mAP"),
@@ -85,6 +86,10 @@ class Config:
     warmup_epochs: int = 5
     warmup_factor: float = 0.1
     lr_step: str = "epoch"  # epoch: the rate changes once per epoch (code); batch: every batch
+    # cosine: warm-up from epoch 0, cosine to 0 at `epochs` (PFCVR, IRRA); timm-cosine: timm's
+    # CosineLRScheduler stepped with step(epoch) for epochs 1..N (IVT), floor lr_min_factor x lr
+    schedule: str = "cosine"
+    lr_min_factor: float = 0.0
     mixed_precision: str = "bf16"  # autocast over fp32 master weights, on CUDA only; CPU runs in fp32
     num_workers: int = 4
     seed: int = 0

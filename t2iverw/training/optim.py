@@ -68,9 +68,24 @@ def warmup_cosine(step: float, warmup: float, total: float, start_factor: float)
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def timm_cosine(t: float, warmup: float, total: float, start_factor: float, floor: float) -> float:
+    """LR multiplier of timm's CosineLRScheduler (one cycle, no warm-up prefix; solver/cosine_lr.py:61-94
+    in IVT's code) at time t: linear from `start_factor` over `warmup`, then the cosine over the
+    whole of [0, total] down to `floor`, and `floor` from `total` on."""
+    if t < warmup:
+        return start_factor + t * (1 - start_factor) / warmup
+    if t >= total:
+        return floor
+    return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * t / total))
+
+
 def lr_factor(step: int, steps_per_epoch: int, cfg: Config) -> float:
     """The multiplier at optimizer step `step`: per epoch (released: constant within an epoch,
-    0.1x throughout the first) or per batch."""
+    0.1x throughout the first) or per batch. `timm-cosine` trains epoch e at t = e + 1, as IVT's
+    loop calls scheduler.step(epoch) for epoch = 1..N before each epoch (processor.py:105-109)."""
+    if cfg.schedule == "timm-cosine":
+        t = step // steps_per_epoch + 1 if cfg.lr_step == "epoch" else step / steps_per_epoch + 1
+        return timm_cosine(t, cfg.warmup_epochs, cfg.epochs, cfg.warmup_factor, cfg.lr_min_factor)
     if cfg.lr_step == "epoch":
         return warmup_cosine(step // steps_per_epoch, cfg.warmup_epochs, cfg.epochs, cfg.warmup_factor)
     return warmup_cosine(step, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch, cfg.warmup_factor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,28 @@ def test_sgd_takes_momentum_and_the_same_groups(groups):
     sgd = make_optimizer(model, cfg)
     assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.9 and not sgd.defaults["nesterov"]
     assert [(g["lr"], g["weight_decay"]) for g in sgd.param_groups] == [(g["lr"], g["weight_decay"]) for g in found]
+
+
+def test_timm_cosine_is_timms_scheduler_stepped_as_ivt_steps_it():
+    """IVT's schedule (scheduler_factory.py:7-38, stepped with step(epoch) for epoch 1..120 before
+    each epoch, processor.py:105-109) against timm's CosineLRScheduler itself, and by hand at the
+    points ivt-refs gives: the first trained epoch at 0.208x, t = 5 at about 0.996x, the last at the floor."""
+    from timm.scheduler import CosineLRScheduler
+
+    from t2iverw.training.config import load_config
+    from t2iverw.training.optim import lr_factor
+
+    cfg = load_config(Path(__file__).parents[2] / "benchmark" / "configs" / "ivt.yaml")
+    base = cfg.lr
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    timm = CosineLRScheduler(opt, t_initial=cfg.epochs, lr_min=0.002 * base, warmup_t=cfg.warmup_epochs,
+                             warmup_lr_init=0.01 * base, cycle_limit=1, t_in_epochs=True)
+    steps = 7
+    for epoch in range(cfg.epochs):  # our epoch e is their `for epoch in range(1, epochs + 1)` after step(epoch)
+        timm.step(epoch + 1)
+        ours = [lr_factor(epoch * steps + k, steps, cfg) * base for k in range(steps)]
+        assert ours == pytest.approx([opt.param_groups[0]["lr"]] * steps, rel=1e-9), epoch
+    first = lr_factor(0, steps, cfg)
+    assert first == pytest.approx(0.01 + 0.99 / 5)  # 0.208
+    assert lr_factor(4 * steps, steps, cfg) == pytest.approx(0.002 + 0.5 * 0.998 * (1 + math.cos(math.pi * 5 / 120)))
+    assert lr_factor((cfg.epochs - 1) * steps, steps, cfg) == pytest.approx(0.002)
