@@ -26,7 +26,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import islice
@@ -162,41 +162,45 @@ class Read:
 
 def read_records(root: Path, out: Path, source: Source, staging: Path, *, workers: int,
                  veri_wild_info: dict | None = None) -> Read:
-    """Stream the annotation file a batch of records at a time: check each record's fields,
-    read its part file while its crop decodes (threads, outside the GIL), and write the checked
-    record to `staging`. The first record wins a duplicate file_path or image id."""
-    seen = Seen()
-    rows, rejected, published = [], [], []
-    joined = Counter() if veri_wild_info is not None else None
+    """Stream the annotation file a batch of records at a time: check each record's fields, then
+    hand its part file to a worker process and its crop to the decoding threads, and write the
+    checked record to `staging`. One batch is checked ahead while the last one is parsed and
+    decoded, so the workers never wait on this loop. The first record wins a duplicate file_path
+    or image id."""
+    read = Read(ROWS.empty_table(), [], [], Counter() if veri_wild_info is not None else None)
+    seen, rows = Seen(), []
     staging.unlink(missing_ok=True)
     parsers = ProcessPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1)))
     with parsers, ImageChecker(root, out, workers) as images, ThreadPoolExecutor(max_workers=1) as background, \
             JsonlWriter(staging) as staged:
         images.bar.set_description("import")
-        for batch in _batches(enumerate(read_annotations(source.annotations)), BATCH):
-            published.extend(tuple(e.items()) for _, item in batch if (e := source.published(item)))
+
+        def submit(batch: list) -> tuple[list[Record], Iterator, Future]:
+            """Check a batch's fields and start reading its part files and crops."""
+            read.published.extend(tuple(e.items()) for _, item in batch if (e := source.published(item)))
             records = []
             for index, item in batch:
                 try:
                     records.append(seen.check(root, source.check(item, index)))
                 except BadRecord as exc:
-                    rejected.append(_rejection(item, index, exc))
-            del batch
+                    read.rejected.append(_rejection(item, index, exc))
             parsing = parsers.map(_read_parts, [(root, r.boxes, r.index, r.split) for r in records], chunksize=32)
-            decoding = background.submit(images.check, [r.file_path for r in records])
-            parts = list(parsing)  # the part files parse in processes (JSON holds the GIL) as the crops decode
+            return records, parsing, background.submit(images.check, [r.file_path for r in records])
+
+        def finish(records: list[Record], parsing: Iterator, decoding: Future) -> None:
+            """Reject what failed, keep a row per usable record and stage the record itself."""
             batch_rows, batch_staged = [], []
-            for rec, (grids, problem), result in zip(records, parts, decoding.result()):
+            for rec, (grids, problem), result in zip(records, list(parsing), decoding.result()):
                 if problem is None and not result.ok:
                     problem = result.reason
                 if problem is not None:
-                    rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": problem})
+                    read.rejected.append({"record": rec.index, "file_path": rec.file_path, "reason": problem})
                     continue
                 entry = _entry(rec)
                 if veri_wild_info is not None:
                     found = _join(entry, veri_wild_info)
-                    joined["unmatched" if found == "unmatched" else "joined"] += 1
-                    joined["vehicle differs"] += found == "vehicle differs"
+                    read.joined["unmatched" if found == "unmatched" else "joined"] += 1
+                    read.joined["vehicle differs"] += found == "vehicle differs"
                 batch_rows.append({**entry, "width": result.width, "height": result.height, "sha256": result.sha256,
                                    "split": rec.split, "order": rec.index, "n_captions": len(rec.captions),
                                    "has_parts": grids is not None})
@@ -204,7 +208,18 @@ def read_records(root: Path, out: Path, source: Source, staging: Path, *, worker
             staged.write_many(batch_staged)
             if batch_rows:
                 rows.append(pa.Table.from_pylist(batch_rows, schema=ROWS))
-    return Read(pa.concat_tables(rows) if rows else ROWS.empty_table(), rejected, published, joined)
+
+        ahead = None
+        for batch in _batches(enumerate(read_annotations(source.annotations)), BATCH):
+            current = submit(batch)
+            if ahead is not None:
+                finish(*ahead)
+            ahead = current
+        if ahead is not None:
+            finish(*ahead)
+    if rows:
+        read.rows = pa.concat_tables(rows)
+    return read
 
 
 class Seen:
