@@ -42,6 +42,7 @@ class Config:
         "lr_groups": ("release", "new_modules"),
         "lr_step": ("epoch", "batch"),
         "schedule": ("cosine", "timm-cosine"),
+        "erase_mode": ("mean", "pixel"),
         "optimizer": ("adam", "sgd"),
         "selection": ("val", "last", "test"),
         "selection_metric": ("R1", "R1+mAP"),
@@ -70,6 +71,7 @@ class Config:
     pad: int = 10
     erase_prob: float = 0.5
     erase_scale: list = field(default_factory=lambda: [0.02, 0.4])
+    erase_mode: str = "mean"  # mean: fill with the mean's values (torchvision); pixel: timm's normal noise (IVT)
     # optimisation
     epochs: int = 60
     batch_size: int = 5  # items (image-caption pairs) per global batch; x4 images with aug_grouping: batch

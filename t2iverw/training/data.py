@@ -175,9 +175,7 @@ class TrainImages(Dataset):
             steps += [v2.Pad(cfg.pad), v2.RandomCrop(size)]
         self.geometric = v2.Compose(steps)
         self.normalize = v2.Normalize(list(mean), list(std))
-        # the released erasing fills with the mean's values *after* normalisation
-        self.erase = (v2.RandomErasing(p=cfg.erase_prob, scale=tuple(cfg.erase_scale), value=list(mean))
-                      if cfg.geometric_aug else v2.Identity())
+        self.erase = _erasing(cfg, mean) if cfg.geometric_aug else v2.Identity()
         self.input_ids, self.attention = self._tokenize_items()
 
     def _tokenize_items(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,3 +319,15 @@ class EvalImages(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.transform(self.rows[self.order[index]]["image"].convert("RGB")).as_subclass(torch.Tensor)
+
+
+def _erasing(cfg: Config, mean: tuple[float, ...]):
+    """Random erasing after normalisation: `mean` fills with the mean's values (PFCVR's and IRRA's
+    torchvision transform); `pixel` is timm's per-pixel normal noise, the class IVT uses
+    (datasets/make_dataloader.py:148)."""
+    if cfg.erase_mode == "pixel":
+        from timm.data.random_erasing import RandomErasing
+
+        return RandomErasing(probability=cfg.erase_prob, min_area=cfg.erase_scale[0], max_area=cfg.erase_scale[1],
+                             mode="pixel", max_count=1, device="cpu")
+    return v2.RandomErasing(p=cfg.erase_prob, scale=tuple(cfg.erase_scale), value=list(mean))

@@ -168,3 +168,24 @@ def test_a_local_export_is_read_without_the_huggingface_cache(export_dir, tmp_pa
     assert not (tmp_path / "hf").exists()
     cached = load_split(str(export_dir), "test", cache_dir=str(tmp_path / "chosen"))
     assert cached["image_id"] == rows["image_id"] and any((tmp_path / "chosen").iterdir())
+
+
+def test_erasing_fills_with_the_mean_or_with_timms_pixel_noise():
+    """`erase_mode: mean` (PFCVR, IRRA) fills the erased box with one value per channel; `pixel` (IVT's
+    timm RandomErasing, make_dataloader.py:148) with per-pixel normal noise."""
+    import dataclasses
+
+    from t2iverw.training.config import Config
+    from t2iverw.training.data import _erasing
+
+    cfg = Config(erase_prob=1.0, erase_scale=[0.3, 0.3])
+    pixels = torch.full((3, 40, 40), 7.0)
+    torch.manual_seed(0)
+    filled = _erasing(cfg, (0.5, 0.25, 0.125))(pixels.clone())
+    erased = filled != 7.0
+    assert 0 < erased[0].float().mean() <= 0.31
+    assert {round(v, 6) for v in filled[0][erased[0]].tolist()} == {0.5}
+    noisy = _erasing(dataclasses.replace(cfg, erase_mode="pixel"), (0.5, 0.25, 0.125))(pixels.clone())
+    values = noisy[noisy != 7.0]
+    assert 0.2 * 1600 * 3 < values.numel() <= 0.31 * 1600 * 3  # the box on all three channels
+    assert abs(values.mean().item()) < 0.2 and 0.8 < values.std().item() < 1.2  # standard normal noise
