@@ -43,6 +43,7 @@ class Config:
         "lr_step": ("epoch", "batch"),
         "schedule": ("cosine", "timm-cosine"),
         "erase_mode": ("mean", "pixel"),
+        "sampler": ("random", "identity"),
         "optimizer": ("adam", "sgd"),
         "selection": ("val", "last", "test"),
         "selection_metric": ("R1", "R1+mAP"),
@@ -91,6 +92,9 @@ class Config:
     # cosine: warm-up from epoch 0, cosine to 0 at `epochs` (PFCVR, IRRA); timm-cosine: timm's
     # CosineLRScheduler stepped with step(epoch) for epochs 1..N (IVT), floor lr_min_factor x lr
     schedule: str = "cosine"
+    # random: shuffled pairs (PFCVR, IRRA); identity: batch_size // num_instance identities x num_instance (IVT)
+    sampler: str = "random"
+    num_instance: int = 4
     lr_min_factor: float = 0.0
     mixed_precision: str = "bf16"  # autocast over fp32 master weights, on CUDA only; CPU runs in fp32
     num_workers: int = 4

@@ -197,6 +197,11 @@ class TrainImages(Dataset):
     def __len__(self) -> int:
         return len(self.items) * self.per_epoch
 
+    def labels(self) -> list[int]:
+        """The identity label of every sample index (an item's copies share it), for the identity sampler."""
+        vids = self.rows["vehicle_id"]
+        return [self.label[vids[r]] for r, _ in self.items for _ in range(self.per_epoch)]
+
     def __getitem__(self, index: int) -> dict | list[dict]:
         item = index // self.per_epoch
         row_index, k = self.items[item]

@@ -29,6 +29,7 @@ from t2iverw.training.config import Config
 from t2iverw.training.data import (COLUMNS, COPY_COLUMNS, TrainImages, check_copies, check_part_grids, collate,
                                   load_split, loader_options, split_train)
 from t2iverw.training.optim import lr_factor, param_groups
+from t2iverw.training.sampler import IdentitySampler
 from t2iverw.training.retrieval import encode, score_matrix
 from t2iverw.errors import T2IError
 from t2iverw.evaluation import evaluate
@@ -57,8 +58,12 @@ def make_accelerator(cfg: Config):
 
 
 def train_loader(data: TrainImages, cfg: Config) -> DataLoader:
+    """Random batches, or P identities x K pairs a batch (`sampler: identity`, IVT's; sampler.py)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+    order = {"shuffle": True}
+    if cfg.sampler == "identity":
+        order = {"sampler": IdentitySampler(data.labels(), cfg.batch_size, cfg.num_instance)}
+    return DataLoader(data, batch_size=cfg.batch_size, collate_fn=collate, **order,
                       **loader_options(cfg.num_workers, device))
 
 
