@@ -15,6 +15,13 @@ command (`export`, `eval`, `train`, `show`, `caption-qa`) works unchanged:
 - release_query_ids.txt / release_gallery_ids.txt: the authors' loader order of the test
   captions and images, for `eval --query-ids/--gallery-ids` on a score matrix of theirs.
 
+The annotation list is streamed (ijson) a batch of records at a time, so memory does not
+hold the parsed file: each batch's fields are checked, its part files parse in worker
+processes while its crops decode on threads, and its checked records wait in a staging log
+on disk; what stays in memory is one Arrow row per record. Once the whole file is read (a
+malformed file is only found as it is read), images.parquet and split.json are written and
+the staged records are appended to the logs.
+
 A record the authors' code could not use (a missing part file, a category outside the
 six, a grid that is not 24x24 or not binary, a duplicate file_path, a missing or corrupt
 image) is not imported and is listed in rejected.jsonl with its reason.
