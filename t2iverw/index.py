@@ -19,7 +19,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -300,7 +300,7 @@ class ImageChecker:
     def check(self, paths: list[str]) -> list[Decoded]:
         """The decode result of each path, in order (a path a killed run logged is not decoded again)."""
         found = {p: self.resumed.pop(p) for p in paths if p in self.resumed}
-        for chunk in _chunks([p for p in paths if p not in found], 256):
+        for chunk in chunks([p for p in paths if p not in found], 256):
             results = list(self._pool.map(lambda p: _check_one(self.source_root, p), chunk))
             self._log.write_many(results)
             found.update((r["path"], _decoded(r)) for r in results)
@@ -329,7 +329,8 @@ def _check_one(source_root: Path, rel: str) -> dict:
     return {"path": rel, "ok": True, "width": width, "height": height, "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` items (the last may be shorter), from any iterable."""
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk

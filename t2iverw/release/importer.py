@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 import os
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,7 @@ from t2iverw.build import REJECTED, BuildDir
 from t2iverw.constants import AUGMENTED, GRID
 from t2iverw.errors import T2IError
 from t2iverw.grid import pack_grid
-from t2iverw.index import INDEX_LOCK, META_FIELDS, PROGRESS, SCHEMA, ImageChecker, write_outputs
+from t2iverw.index import INDEX_LOCK, META_FIELDS, PROGRESS, SCHEMA, ImageChecker, chunks, write_outputs
 from t2iverw.release.layout import (
     TEST,
     TRAIN,
@@ -56,12 +55,11 @@ from t2iverw.release.layout import (
     BadRecord,
     Record,
     augmented_path,
-    check_record,
     inside,
     read_annotations,
     read_part_file,
 )
-from t2iverw.release.sources import RELEASE, Source, release_entry, find_source
+from t2iverw.release.sources import RELEASE, Source, find_source
 from t2iverw.runner import open_log
 from t2iverw.runner.records import SUFFIX, stage_dir
 from t2iverw.split import make_split
@@ -128,7 +126,8 @@ def _import_release(root: Path, out: Path, source: Source, *, veri_wild, encodin
             if fresh:
                 (out / PROGRESS).unlink(missing_ok=True)
             raise
-        keep = _reject_val_beside_test(read)
+        side = test_side(read.rows.column("split"))
+        keep = _reject_val_beside_test(read, side)
         if not keep.any():
             raise T2IError(f"no usable record in {source.annotations} ({len(read.rejected)} rejected; "
                            f"see {out / REJECTED})")
@@ -138,7 +137,7 @@ def _import_release(root: Path, out: Path, source: Source, *, veri_wild, encodin
                       read.rejected, root, {"source_format": source.format, "release": settings,
                                             "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
         split = make_split(out, from_file=source.annotations, from_records=read.published_entries())
-        _write_records(BuildDir.open(out), staging, _kept_splits(read), settings)
+        _write_records(BuildDir.open(out), staging, {TRAIN, TEST} if side == TEST else None, settings)
     finally:
         staging.unlink(missing_ok=True)
     queries, gallery = loader_orders(rows)
@@ -217,7 +216,7 @@ def read_records(root: Path, out: Path, source: Source, staging: Path, *, worker
                 rows.append(pa.Table.from_pylist(batch_rows, schema=ROWS))
 
         ahead = None
-        for batch in _batches(enumerate(read_annotations(source.annotations)), BATCH):
+        for batch in chunks(enumerate(read_annotations(source.annotations)), BATCH):
             current = submit(batch)
             if ahead is not None:
                 finish(*ahead)
@@ -273,12 +272,6 @@ def _staged(root: Path, rec: Record, grids: list[str] | None, augmented: bool) -
             "augmented": augmented_copies(root, rec) if augmented else None}
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
-
-
 def _entry(rec: Record) -> dict:
     """The index row of a record, before its crop is decoded (metadata null unless joined)."""
     return {"image_id": rec.image_id, "vehicle_id": rec.vehicle_id, "camera_id": None, "time": None, "model": None,
@@ -293,22 +286,16 @@ def _settings(source: Source) -> dict:
             "annotations_sha256": digest}
 
 
-def _reject_val_beside_test(read: Read) -> np.ndarray:
+def _reject_val_beside_test(read: Read, side: str) -> np.ndarray:
     """Which rows stay: a build holds train and test only, so with "test" records present, other
     non-train records have no place (each is rejected with that reason)."""
-    split = read.rows.column("split")
-    if test_side(split) != TEST:
+    if side != TEST:
         return np.ones(len(read.rows), bool)
-    keep = pc.is_in(split, pa.array([TRAIN, TEST])).to_numpy(zero_copy_only=False)
-    for order, path, side in zip(*(read.rows.filter(~keep).column(c).to_pylist() for c in ("order", "path", "split"))):
+    keep = pc.is_in(read.rows.column("split"), pa.array([TRAIN, TEST])).to_numpy(zero_copy_only=False)
+    for order, path, split in zip(*(read.rows.filter(~keep).column(c).to_pylist() for c in ("order", "path", "split"))):
         read.rejected.append({"record": order, "file_path": path,
-                              "reason": f"split {side!r} beside 'test' records: a build holds train and test only"})
+                              "reason": f"split {split!r} beside 'test' records: a build holds train and test only"})
     return keep
-
-
-def _kept_splits(read: Read) -> set[str] | None:
-    """The splits of the staged records that were imported (None: all of them)."""
-    return {TRAIN, TEST} if test_side(read.rows.column("split")) == TEST else None
 
 
 def _write_records(bd: BuildDir, staging: Path, splits: set[str] | None, settings: dict) -> None:
@@ -319,7 +306,7 @@ def _write_records(bd: BuildDir, staging: Path, splits: set[str] | None, setting
                 for stage in STAGES}
         done = {stage: _already_written(bd, stage, log.fp) for stage, log in logs.items()}
         bar = stack.enter_context(tqdm(desc="import records", unit="rec"))
-        for batch in _batches(read_jsonl(staging), BATCH):
+        for batch in chunks(read_jsonl(staging), BATCH):
             bodies = {stage: [] for stage in STAGES}
             for r in batch:
                 if splits is None or r["split"] in splits:

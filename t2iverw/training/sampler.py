@@ -53,7 +53,8 @@ class IdentitySampler(Sampler[int]):
             left = [i for i, g in enumerate(groups) if g]
             chosen = list(rng.choice(left, size=min(self.p, len(left)), replace=False))
             if len(chosen) < self.p:
-                others = [i for i in range(len(groups)) if i not in set(chosen)]
+                taken = set(chosen)
+                others = [i for i in range(len(groups)) if i not in taken]
                 extra = list(rng.choice(others, size=self.p - len(chosen), replace=False))
                 for i in extra:
                     groups[i] = self._groups(self.pools[i], rng)
