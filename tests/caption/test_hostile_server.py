@@ -44,6 +44,11 @@ def long_text(chars: int) -> str:
     return " ".join(out)
 
 
+# Built once at import: made per request (about 1 s) it ate into the client's 2 s deadline on a
+# loaded machine, and the image failed with "timeout" instead of the length limit under test.
+HUGE_CAPTION = completion(long_text(1_000_000))
+
+
 class Hostile:
     """A ThreadingHTTPServer whose chat replies follow `mode`; /v1/models always answers sanely."""
 
@@ -87,7 +92,7 @@ class Hostile:
         elif mode == "bad_json":
             h.reply(200, b'{"choices": [')
         elif mode == "huge_caption":
-            h.reply(200, completion(long_text(1_000_000)))
+            h.reply(200, HUGE_CAPTION)
         elif mode == "huge_garbage":
             h.reply(200, b"x" * 1_000_000, "text/plain")
         elif mode in ("storm", "storm_after_1"):
