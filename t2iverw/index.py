@@ -122,9 +122,9 @@ def _build_index(source_root: Path, out: Path, *, limit_ids, max_per_id, seed, l
 
     checked = check_images(source_root, out, entries, workers)
     rejected += _undecoded(entries, checked)
-    rows = _keep(pa.Table.from_arrays(entries.columns + checked.select(["width", "height", "sha256"]).columns,
-                                      schema=SCHEMA), checked.column("ok"))
-    del entries, checked
+    columns, ok = entries.columns + checked.select(["width", "height", "sha256"]).columns, checked.column("ok")
+    del entries, checked  # `columns` alone holds them now, so _in_one_piece can free each as it goes
+    rows = _keep(pa.Table.from_arrays(_in_one_piece(columns), schema=SCHEMA), ok)
     if not rows.num_rows:
         raise T2IError(f"no usable images under {source_root} ({len(rejected)} rejected; see {out / REJECTED})"
                        if rejected else f"no images selected under {source_root}")
@@ -152,6 +152,20 @@ def _undecoded(entries: pa.Table, checked: pa.Table) -> list[dict]:
     names = entries.filter(failed).select(["vehicle_id", "image_id"]).to_pylist()
     reasons = checked.filter(failed).column("reason").to_pylist()
     return [{"image": f"{n['vehicle_id']}/{n['image_id']}", "reason": r} for n, r in zip(names, reasons)]
+
+
+def _in_one_piece(columns: list[pa.ChunkedArray]) -> list[pa.Array]:
+    """Each column as one array, taken from `columns` (left empty) one at a time, so that only one
+    column is ever held twice.
+
+    The columns were built a batch at a time, but Parquet's writer checks its dictionary-size
+    limit per chunk: chunked columns of 100k ids write other (equally valid) bytes than the same
+    rows in one piece, which is how images.parquet has always been written.
+    """
+    whole = []
+    while columns:
+        whole.append(columns.pop(0).combine_chunks())
+    return whole
 
 
 def _keep(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
