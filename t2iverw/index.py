@@ -52,6 +52,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 META_FIELDS = ("camera_id", "time", "model", "type", "color")
 # what a source's metadata gives for an image, before decoding it adds the last three columns of SCHEMA
 ENTRY_SCHEMA = pa.schema([(f, pa.string()) for f in ("image_id", "vehicle_id", *META_FIELDS, "path")])
+LINE_SCHEMA = pa.schema([("line", pa.int64()), *ENTRY_SCHEMA])  # the line number finds a duplicate's text
 SCHEMA = pa.schema(list(ENTRY_SCHEMA) + [("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string())])
 # Entries are held as Arrow columns from the first read on, never as a Python object per image:
 # at VERI-Wild's 416k images those objects, not the pixels, were the stage's memory. Lines are
@@ -220,17 +221,16 @@ def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[pa.Ta
             continue
         parsed.append((lineno, *entry))
         if len(parsed) == BATCH:
-            batches.append(_line_batch(parsed))
+            batches.append(_as_batch(parsed, LINE_SCHEMA))
             parsed = []
-    batches.append(_line_batch(parsed))
+    batches.append(_as_batch(parsed, LINE_SCHEMA))
     return _drop_duplicates(pa.Table.from_batches(batches), rejected, info, encoding)
 
 
-def _line_batch(parsed: list[tuple]) -> pa.RecordBatch:
-    """(line number, *entry fields) tuples as columns: the line number says which line a duplicate is."""
-    columns = list(zip(*parsed)) or [[] for _ in range(1 + len(ENTRY_SCHEMA))]
-    return pa.RecordBatch.from_arrays([pa.array(c, t) for c, t in zip(columns, [pa.int64(), *ENTRY_SCHEMA.types])],
-                                      names=["line", *ENTRY_SCHEMA.names])
+def _as_batch(rows: list[tuple], schema: pa.Schema) -> pa.RecordBatch:
+    """Tuples of `schema`'s fields, as columns: a batch's Python objects live only until this returns."""
+    columns = list(zip(*rows)) or [[] for _ in schema]
+    return pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, schema)], schema=schema)
 
 
 def _drop_duplicates(lines: pa.Table, rejected: list[dict], info: Path, encoding: str) -> tuple[pa.Table, list[dict]]:
@@ -349,20 +349,15 @@ class Decoded(NamedTuple):
 
 DECODED_SCHEMA = pa.schema(list(zip(Decoded._fields, [pa.bool_(), pa.int32(), pa.int32(), pa.string(), pa.string()])))
 
+
 def check_images(source_root: Path, out: Path, entries: pa.Table, workers: int) -> pa.Table:
     """The decode result of every entry's image, in entry order, as columns ok, width, height, sha256
     and reason; results a killed run already logged are reused."""
     paths = entries.column("path")
     with ImageChecker(source_root, out, workers, total=len(paths)) as checker:
         return pa.Table.from_batches(
-            [_decoded_batch(checker.check(paths.slice(at, BATCH).to_pylist())) for at in range(0, len(paths), BATCH)],
+            [_as_batch(checker.check(paths.slice(at, BATCH).to_pylist()), DECODED_SCHEMA) for at in range(0, len(paths), BATCH)],
             schema=DECODED_SCHEMA)
-
-
-def _decoded_batch(results: list[Decoded]) -> pa.RecordBatch:
-    columns = list(zip(*results)) or [[] for _ in DECODED_SCHEMA]
-    return pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, DECODED_SCHEMA)],
-                                      schema=DECODED_SCHEMA)
 
 
 class ImageChecker:
