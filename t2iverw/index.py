@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,9 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
@@ -49,11 +50,14 @@ INDEX_LOCK = ".index.lock"  # one `index` or `import-release` writing a build at
 SOURCES = ("veri-wild", "veri776")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 META_FIELDS = ("camera_id", "time", "model", "type", "color")
-SCHEMA = pa.schema(
-    [("image_id", pa.string()), ("vehicle_id", pa.string())]
-    + [(f, pa.string()) for f in META_FIELDS]
-    + [("path", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string())]
-)
+# what a source's metadata gives for an image, before decoding it adds the last three columns of SCHEMA
+ENTRY_SCHEMA = pa.schema([(f, pa.string()) for f in ("image_id", "vehicle_id", *META_FIELDS, "path")])
+LINE_SCHEMA = pa.schema([("line", pa.int64()), *ENTRY_SCHEMA])  # the line number finds a duplicate's text
+SCHEMA = pa.schema(list(ENTRY_SCHEMA) + [("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string())])
+# Entries are held as Arrow columns from the first read on, never as a Python object per image:
+# at VERI-Wild's 416k images those objects, not the pixels, were the stage's memory. Lines are
+# parsed and images decoded this many at a time, each batch becoming columns at once.
+BATCH = 8192
 
 
 @dataclass
@@ -103,7 +107,9 @@ def _build_index(source_root: Path, out: Path, *, limit_ids, max_per_id, seed, l
         if list_file is not None:
             raise T2IError("--list selects VERI-Wild vid/imgid lines; for VeRi-776 use --limit-ids/--max-per-id")
         read = read_veri776(source_root)
-        entries, rejected, corrections = read.entries, read.rejected, read.corrections
+        entries = pa.Table.from_pylist(read.entries, schema=ENTRY_SCHEMA)
+        rejected, corrections = read.rejected, read.corrections
+        del read
         if corrections:
             vehicles = ", ".join(sorted({c["vehicle_id"] for c in corrections}))
             notes.append(f"corrected {len(corrections)} labels of the known typeID=0 erratum (vehicles {vehicles} "
@@ -116,16 +122,11 @@ def _build_index(source_root: Path, out: Path, *, limit_ids, max_per_id, seed, l
     rejected += list_rejected
 
     checked = check_images(source_root, out, entries, workers)
-    rows = []
-    for entry in entries:  # the entries become the rows in place, and each result is dropped once used
-        result = checked.pop(entry["path"])
-        if result.ok:
-            entry.update(width=result.width, height=result.height, sha256=result.sha256)
-            rows.append(entry)
-        else:
-            rejected.append({"image": f"{entry['vehicle_id']}/{entry['image_id']}", "reason": result.reason})
-    del entries
-    if not rows:
+    rejected += _undecoded(entries, checked)
+    columns, ok = entries.columns + checked.select(["width", "height", "sha256"]).columns, checked.column("ok")
+    del entries, checked  # `columns` alone holds them now, so _in_one_piece can free each as it goes
+    rows = _keep(pa.Table.from_arrays(_in_one_piece(columns), schema=SCHEMA), ok)
+    if not rows.num_rows:
         raise T2IError(f"no usable images under {source_root} ({len(rejected)} rejected; see {out / REJECTED})"
                        if rejected else f"no images selected under {source_root}")
     selection = dict(limit_ids=limit_ids, max_per_id=max_per_id, seed=seed,
@@ -138,12 +139,40 @@ def _build_index(source_root: Path, out: Path, *, limit_ids, max_per_id, seed, l
     write_outputs(out, rows, rejected, source_root, info)
     (out / PROGRESS).unlink(missing_ok=True)
     return IndexSummary(
-        images=len(rows),
-        identities=len({r["vehicle_id"] for r in rows}),
+        images=rows.num_rows,
+        identities=pc.count_distinct(rows.column("vehicle_id")).as_py(),
         rejected=Counter(_reason_kind(r["reason"]) for r in rejected),
         source=source,
         notes=notes,
     )
+
+
+def _undecoded(entries: pa.Table, checked: pa.Table) -> list[dict]:
+    """The rejected.jsonl record of each entry whose image did not decode, in entry order."""
+    failed = pc.invert(checked.column("ok"))
+    names = entries.filter(failed).select(["vehicle_id", "image_id"]).to_pylist()
+    reasons = checked.filter(failed).column("reason").to_pylist()
+    return [{"image": f"{n['vehicle_id']}/{n['image_id']}", "reason": r} for n, r in zip(names, reasons)]
+
+
+def _in_one_piece(columns: list[pa.ChunkedArray]) -> list[pa.Array]:
+    """Each column as one array, taken from `columns` (left empty) one at a time, so that only one
+    column is ever held twice.
+
+    The columns were built a batch at a time, but Parquet's writer checks its dictionary-size
+    limit per chunk: chunked columns of 100k ids write other (equally valid) bytes than the same
+    rows in one piece, which is how images.parquet has always been written.
+    """
+    whole = []
+    while columns:
+        whole.append(columns.pop(0).combine_chunks())
+    return whole
+
+
+def _keep(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """The rows of `table` where `mask` is true; `table` itself when that is every row (the usual case),
+    since a filter copies every column, which would double the stage's peak memory for nothing."""
+    return table.filter(mask) if pc.any(pc.invert(mask)).as_py() else table
 
 
 def detect_source(source_root: Path) -> str:
@@ -158,11 +187,13 @@ def detect_source(source_root: Path) -> str:
                    "(no image_train/ with train_label.xml)")
 
 
-def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[list[dict], list[dict]]:
-    """Parse vehicle_info.txt: (entries, rejected lines). The first line is a header.
+def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[pa.Table, list[dict]]:
+    """Parse vehicle_info.txt: (entries as an ENTRY_SCHEMA table in line order, rejected lines).
+    The first line is a header.
 
     Lines are decoded one at a time, strictly: a line that is not valid `encoding` is
-    rejected with its number (rather than read with replacement characters).
+    rejected with its number (rather than read with replacement characters). An image id
+    seen on an earlier line is rejected as a duplicate.
     """
     if not source_root.is_dir():
         raise T2IError(f"source root {source_root} does not exist or is not a directory")
@@ -173,7 +204,7 @@ def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[list[
         "".encode(encoding)
     except LookupError:
         raise T2IError(f"unknown --encoding {encoding!r}") from None
-    entries, rejected, seen = [], [], set()
+    batches, rejected, parsed = [], [], []
     for lineno, raw in _numbered_lines(info):
         try:
             line = raw.decode(encoding)
@@ -187,12 +218,44 @@ def read_vehicle_info(source_root: Path, encoding: str = "utf-8") -> tuple[list[
         entry = _parse_info_line(line)
         if isinstance(entry, str):
             rejected.append({"line": lineno, "text": line[:200], "reason": f"malformed metadata line {lineno}: {entry}"})
-        elif entry["image_id"] in seen:
-            rejected.append({"line": lineno, "text": line[:200], "reason": f"duplicate image id {entry['image_id']}"})
-        else:
-            seen.add(entry["image_id"])
-            entries.append(entry)
-    return entries, rejected
+            continue
+        parsed.append((lineno, *entry))
+        if len(parsed) == BATCH:
+            batches.append(_as_batch(parsed, LINE_SCHEMA))
+            parsed = []
+    batches.append(_as_batch(parsed, LINE_SCHEMA))
+    return _drop_duplicates(pa.Table.from_batches(batches), rejected, info, encoding)
+
+
+def _as_batch(rows: list[tuple], schema: pa.Schema) -> pa.RecordBatch:
+    """Tuples of `schema`'s fields, as columns: a batch's Python objects live only until this returns."""
+    columns = list(zip(*rows)) or [[] for _ in schema]
+    return pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, schema)], schema=schema)
+
+
+def _drop_duplicates(lines: pa.Table, rejected: list[dict], info: Path, encoding: str) -> tuple[pa.Table, list[dict]]:
+    """Keep the first line of each image id; reject the others, with their text read again from `info`
+    (a second pass for the rare duplicates rather than every line's text held).
+
+    Found by sorting, not hashing: Arrow's hash table for dictionary-encoding 100k ids took
+    ~190 bytes of RSS per id, a sort ~40. The sort is stable, so within a run of equal ids the
+    first line comes first and every later one is a duplicate.
+    """
+    order = pc.sort_indices(lines.column("image_id"))
+    ranked = lines.column("image_id").take(order).combine_chunks()
+    duplicate_rows = order[1:].filter(pc.equal(ranked[1:], ranked[:-1])).to_numpy()
+    if not len(duplicate_rows):
+        return lines.drop_columns(["line"]), rejected
+    wanted = set(lines.column("line").take(duplicate_rows).to_pylist())
+    for lineno, raw in _numbered_lines(info):
+        if lineno in wanted:
+            line = raw.decode(encoding)
+            image_id = _parse_info_line(line)[0]
+            rejected.append({"line": lineno, "text": line[:200], "reason": f"duplicate image id {image_id}"})
+    rejected.sort(key=lambda r: r["line"])  # as one pass would have listed them
+    first = np.ones(lines.num_rows, dtype=bool)
+    first[duplicate_rows] = False
+    return lines.filter(first).drop_columns(["line"]), rejected
 
 
 def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -203,45 +266,59 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield lineno, raw.rstrip(b"\r\n")
 
 
-def _parse_info_line(line: str) -> dict | str:
-    """The entry of one vehicle_info.txt line, or why it is not one. Ids are letters, digits, `_` and `-`
-    only: they name files and URLs and appear in pages, so nothing else may pass."""
+def _parse_info_line(line: str) -> tuple[str, ...] | str:
+    """The ENTRY_SCHEMA fields of one vehicle_info.txt line, or why it is not one. Ids are letters, digits,
+    `_` and `-` only: they name files and URLs and appear in pages, so nothing else may pass."""
     fields = [f.strip() for f in line.split(";")]
     if len(fields) != 1 + len(META_FIELDS):
         return f"{len(fields)} fields, not {1 + len(META_FIELDS)}"
     vid, _, image_id = fields[0].partition("/")
     if not (ID_RE.match(vid) and ID_RE.match(image_id)):
         return f"id {fields[0][:80]!r} is not VEHICLE/IMAGE of letters, digits, '_' and '-'"
-    # repeated values (vehicle, camera, model, type, colour) share one string: at 416k lines that is
-    # most of an entry's memory
-    meta = {k: v if k == "time" else sys.intern(v) for k, v in zip(META_FIELDS, fields[1:])}
-    return {"image_id": image_id, "vehicle_id": sys.intern(vid), **meta, "path": f"images/{vid}/{image_id}.jpg"}
+    return (image_id, vid, *fields[1:], f"images/{vid}/{image_id}.jpg")
 
 
 def select(
-    entries: list[dict], *, limit_ids: int | None, max_per_id: int | None, seed: int, list_file: str | Path | None
-) -> tuple[list[dict], list[dict]]:
-    """Restrict to a published image list, or to a reproducible subset of ids and images per id."""
+    entries: pa.Table, *, limit_ids: int | None, max_per_id: int | None, seed: int, list_file: str | Path | None
+) -> tuple[pa.Table, list[dict]]:
+    """Restrict to a published image list, or to a reproducible subset of ids and images per id;
+    sorted by (vehicle_id, image_id)."""
     rejected: list[dict] = []
     if list_file is not None:
         wanted = _read_list(Path(list_file))
-        by_key = {f"{e['vehicle_id']}/{e['image_id']}": e for e in entries}
+        keys = pc.binary_join_element_wise(entries.column("vehicle_id"), entries.column("image_id"), "/")
+        at = pc.index_in(pa.array(wanted, pa.string()), value_set=keys.combine_chunks())
         rejected = [{"image": k, "reason": f"listed in {Path(list_file).name} but not in vehicle_info.txt"}
-                    for k in wanted if k not in by_key]
-        entries = [by_key[k] for k in wanted if k in by_key]
+                    for k, i in zip(wanted, at.to_pylist()) if i is None]
+        entries = entries.take(pc.drop_null(at))
     if limit_ids is not None:
-        keep = set(sorted({e["vehicle_id"] for e in entries}, key=lambda v: keyed_hash(seed, "id", v))[:limit_ids])
-        entries = [e for e in entries if e["vehicle_id"] in keep]
+        vehicles = pc.unique(entries.column("vehicle_id")).to_pylist()
+        keep = sorted(vehicles, key=lambda v: keyed_hash(seed, "id", v))[:limit_ids]
+        entries = entries.filter(pc.is_in(entries.column("vehicle_id"), value_set=pa.array(keep, pa.string())))
     if max_per_id is not None:
-        ranked = sorted(entries, key=lambda e: keyed_hash(seed, "image", e["image_id"]))
-        count: Counter = Counter()
-        keep_images = set()
-        for e in ranked:
-            if count[e["vehicle_id"]] < max_per_id:
-                count[e["vehicle_id"]] += 1
-                keep_images.add(e["image_id"])
-        entries = [e for e in entries if e["image_id"] in keep_images]
-    return sorted(entries, key=lambda e: (e["vehicle_id"], e["image_id"])), rejected
+        entries = entries.filter(_first_per_vehicle(entries, max_per_id, seed))
+    return _in_id_order(entries), rejected
+
+
+def _in_id_order(entries: pa.Table) -> pa.Table:
+    """`entries` sorted by (vehicle_id, image_id); `entries` itself when already so (as VERI-Wild's
+    list is), since a sort copies every column: the largest memory of the read, for nothing."""
+    order = pc.sort_indices(entries, sort_keys=[("vehicle_id", "ascending"), ("image_id", "ascending")])
+    return entries if np.array_equal(order.to_numpy(), np.arange(len(order))) else entries.take(order)
+
+
+def _first_per_vehicle(entries: pa.Table, max_per_id: int, seed: int) -> np.ndarray:
+    """Which entries are among the first `max_per_id` of their vehicle, ranked by a seed-keyed hash of the image id."""
+    ranks = pa.array(keyed_hash(seed, "image", i) for i in entries.column("image_id").to_pylist())
+    ranked = pc.sort_indices(ranks).to_numpy()
+    vehicles = pc.dictionary_encode(entries.column("vehicle_id").combine_chunks()).indices.to_numpy()
+    count: Counter = Counter()
+    keep = np.zeros(entries.num_rows, dtype=bool)
+    for at, vehicle in zip(ranked, vehicles[ranked]):
+        if count[vehicle] < max_per_id:
+            count[vehicle] += 1
+            keep[at] = True
+    return keep
 
 
 def _read_list(path: Path) -> list[str]:
@@ -261,7 +338,7 @@ def keyed_hash(seed: int, *parts: str) -> str:
 
 
 class Decoded(NamedTuple):
-    """What decoding one image found (a tuple: 416k of them must be small)."""
+    """What decoding one image found (a tuple: a resumed run holds one per image its log lists)."""
 
     ok: bool
     width: int | None = None
@@ -270,10 +347,17 @@ class Decoded(NamedTuple):
     reason: str | None = None
 
 
-def check_images(source_root: Path, out: Path, entries: list[dict], workers: int) -> dict[str, Decoded]:
-    """path -> decode result for every entry, reusing results a killed run already logged."""
-    with ImageChecker(source_root, out, workers, total=len(entries)) as checker:
-        return dict(zip((e["path"] for e in entries), checker.check([e["path"] for e in entries])))
+DECODED_SCHEMA = pa.schema(list(zip(Decoded._fields, [pa.bool_(), pa.int32(), pa.int32(), pa.string(), pa.string()])))
+
+
+def check_images(source_root: Path, out: Path, entries: pa.Table, workers: int) -> pa.Table:
+    """The decode result of every entry's image, in entry order, as columns ok, width, height, sha256
+    and reason; results a killed run already logged are reused."""
+    paths = entries.column("path")
+    with ImageChecker(source_root, out, workers, total=len(paths)) as checker:
+        return pa.Table.from_batches(
+            [_as_batch(checker.check(paths.slice(at, BATCH).to_pylist()), DECODED_SCHEMA) for at in range(0, len(paths), BATCH)],
+            schema=DECODED_SCHEMA)
 
 
 class ImageChecker:
@@ -345,13 +429,13 @@ def _reason_kind(reason: str) -> str:
     return "not in vehicle_info.txt" if "not in vehicle_info.txt" in reason else reason
 
 
-def write_outputs(out: Path, rows: list[dict] | pa.Table, rejected: list[dict], source_root: Path, info: dict) -> None:
+def write_outputs(out: Path, rows: pa.Table, rejected: list[dict], source_root: Path, info: dict) -> None:
     """images.parquet, rejected.jsonl and build.json (`info` adds what this source needs recorded)."""
-    table = rows.select(SCHEMA.names).cast(SCHEMA) if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = rows.select(SCHEMA.names).cast(SCHEMA)
     with atomic_path(out / IMAGES) as tmp:
         pq.write_table(table, tmp)
     write_text(out / REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
     write_json(out / BUILD_INFO, {"source_root": str(source_root),
                                   # found again if the build and its source move together (build.py)
                                   "source_root_relative": os.path.relpath(source_root, out.resolve()),
-                                  **info, "images": len(rows), "rejected": len(rejected)})
+                                  **info, "images": rows.num_rows, "rejected": len(rejected)})

@@ -231,3 +231,24 @@ def test_veri776_bad_labels_are_rejected_with_reasons(tmp_path):
     assert "no label" in reasons["0008_c004_00000040_0.jpg"]
     assert "missing file image_train/0010_c006_00000060_0.jpg" in reasons.values()
     assert summary.rejected == {"unknown typeID": 1, "unknown colorID": 1, "no label": 1, "missing file": 1}
+
+
+# --- columnar reading: duplicates, order ------------------------------------------------
+def test_duplicate_ids_keep_their_first_line_and_rows_come_out_in_id_order(source, tmp_path):
+    info = source / "train_test_split" / "vehicle_info.txt"
+    header, *lines = _info_lines(source)
+    shuffled = lines[::-1]  # rows must still come out sorted by (vehicle_id, image_id)
+    first_id = shuffled[0].split(";")[0]
+    again = first_id + ";999;2000-01-01 00:00:00;other;other;other"  # same image id, other metadata
+    info.write_text("\n".join([header, *shuffled[:3], again, *shuffled[3:], again]) + "\n")
+
+    summary = build_index(source, tmp_path / "b")
+    rejected = [json.loads(x) for x in (tmp_path / "b" / "rejected.jsonl").read_text().splitlines()]
+    assert summary.rejected == {"duplicate image id": 2}
+    assert [r["line"] for r in rejected] == [5, len(lines) + 3]  # header is line 1
+    assert all(r["text"] == again and r["reason"] == f"duplicate image id {first_id.split('/')[1]}" for r in rejected)
+    rows = BuildDir.open(tmp_path / "b").images().to_pylist()
+    keys = [(r["vehicle_id"], r["image_id"]) for r in rows]
+    assert keys == sorted(tuple(line.split(";")[0].split("/")) for line in lines)
+    kept = next(r for r in rows if f"{r['vehicle_id']}/{r['image_id']}" == first_id)
+    assert kept["camera_id"] == shuffled[0].split(";")[1]  # the first line's metadata, not the duplicate's
