@@ -6,6 +6,8 @@ everything that stores one value per part stores it in this order.
 
 from __future__ import annotations
 
+import re
+
 PARTS: tuple[str, ...] = ("windows", "lights", "wheels", "mirrors", "roof", "doors")
 PART_TEXT: tuple[str, ...] = tuple(f"Car {p}" for p in PARTS)
 
@@ -20,6 +22,17 @@ MIN_COVER = 0.5
 # precomputed augmented copies of the release, in its folder order (Darkimage/, Lightimage/, Noisyimage/)
 AUGMENTED: tuple[str, ...] = ("dark", "light", "noisy")
 
+
+
+# an image or vehicle id: it names files (exports, masks) and URLs and is written into pages, so every
+# source that brings ids in refuses any other character (no markup, no path can be an id)
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+ID_RULE = "letters, digits, '_' and '-'"
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` is a whole id under ID_PATTERN (fullmatch: a trailing newline is not allowed)."""
+    return ID_PATTERN.fullmatch(value) is not None
 
 
 TEST_RATIO = 0.3

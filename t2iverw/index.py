@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from t2iverw.build import BUILD_INFO, IMAGES, REJECTED
+from t2iverw.constants import ID_RULE, is_id
 from t2iverw.errors import T2IError
 from t2iverw.storage import (
     JsonlWriter,
@@ -48,7 +48,6 @@ INFO_FILE = Path("train_test_split") / "vehicle_info.txt"
 PROGRESS = ".index-progress.jsonl"
 INDEX_LOCK = ".index.lock"  # one `index` or `import-release` writing a build at a time
 SOURCES = ("veri-wild", "veri776")
-ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 META_FIELDS = ("camera_id", "time", "model", "type", "color")
 # what a source's metadata gives for an image, before decoding it adds the last three columns of SCHEMA
 ENTRY_SCHEMA = pa.schema([(f, pa.string()) for f in ("image_id", "vehicle_id", *META_FIELDS, "path")])
@@ -273,8 +272,8 @@ def _parse_info_line(line: str) -> tuple[str, ...] | str:
     if len(fields) != 1 + len(META_FIELDS):
         return f"{len(fields)} fields, not {1 + len(META_FIELDS)}"
     vid, _, image_id = fields[0].partition("/")
-    if not (ID_RE.match(vid) and ID_RE.match(image_id)):
-        return f"id {fields[0][:80]!r} is not VEHICLE/IMAGE of letters, digits, '_' and '-'"
+    if not (is_id(vid) and is_id(image_id)):
+        return f"id {fields[0][:80]!r} is not VEHICLE/IMAGE of {ID_RULE}"
     return (image_id, vid, *fields[1:], f"images/{vid}/{image_id}.jpg")
 
 
@@ -423,7 +422,7 @@ def chunks(items: Iterable, size: int) -> Iterator[list]:
 def _reason_kind(reason: str) -> str:
     """'corrupt image images/1/2.jpg: ...' -> 'corrupt image', for the summary line."""
     for kind in ("missing file", "unreadable file", "corrupt image", "malformed metadata line", "duplicate image id",
-                 "undecodable metadata line", "no label", "unknown typeID", "unknown colorID"):
+                 "undecodable metadata line", "no label", "unknown typeID", "unknown colorID", "malformed id"):
         if reason.startswith(kind):
             return kind
     return "not in vehicle_info.txt" if "not in vehicle_info.txt" in reason else reason

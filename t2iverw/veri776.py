@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from t2iverw.constants import ID_RULE, is_id
 from t2iverw.errors import T2IError
 
 SUBSETS = ("train", "test", "query")  # image_<subset>/, name_<subset>.txt
@@ -136,6 +137,10 @@ def _entry(subset: str, stem: str, label: dict, colors: dict, types: dict, suv: 
     vehicle, type_id, color_id = label.get("vehicleID"), label.get("typeID"), label.get("colorID")
     if not vehicle:
         out.rejected.append({"image": image, "reason": f"label of {image} has no vehicleID"})
+        return None
+    if not (is_id(stem) and is_id(vehicle)):  # ids name files and sit in pages, as `index` rules for VERI-Wild
+        out.rejected.append({"image": image, "reason": f"malformed id: image {stem[:80]!r} of vehicle "
+                                                    f"{vehicle[:80]!r} is not of {ID_RULE}"})
         return None
     if type_id == "0" and vehicle in ERRATUM_VEHICLES and suv is not None:
         out.corrections.append({"image": image, "vehicle_id": vehicle, "field": "typeID", "from": "0", "to": suv,

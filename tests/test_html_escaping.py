@@ -1,22 +1,29 @@
 """Text from the build is data, never markup: captions, vehicle models and reviewer names holding HTML are
 shown as text in the report, the review page and the dataset card, in a real headless Chromium, and no
 injected script runs. (The leaderboard and the search page have their own: tests/evaluation/test_leaderboard.py,
-tests/training/test_search_browser.py.) Ids cannot carry HTML at all: `index` refuses them."""
+tests/training/test_search_browser.py.) Ids cannot carry HTML at all: they name export files and sit in every
+page, so every source that brings ids in refuses any id not of letters, digits, '_' and '-' with a rejected.jsonl
+reason (`index` of VERI-Wild and of VeRi-776, `import-release` of a T2I-VeRW release, where the id is the file stem),
+and a person-search import replaces every other character by '-'. The tests at the end pin each of these."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from xml.sax.saxutils import quoteattr
 
 import pytest
 from click.testing import CliRunner
 from markdown_it import MarkdownIt
+from PIL import Image
 
 from t2iverw.build import BuildDir
 from t2iverw.cli import cli
 from t2iverw.demo import write_truth_parts
 from t2iverw.runner import open_log
 from t2iverw.storage import read_jsonl
+from tests.person_search import write_person_set
+from tests.release.conftest import ANNOTATION_FILES, write_release
 
 SCRIPT = "<script>window.pwned=1</script>"
 IMG = '"><img src=x onerror="window.pwned=2">'
@@ -110,3 +117,67 @@ def test_ids_holding_html_are_refused_by_index(synth_root, tmp_path):
     assert bad not in ids and image not in ids
     reasons = [r["reason"] for r in read_jsonl(tmp_path / "build" / "rejected.jsonl")]
     assert any(r.startswith("malformed metadata line") and "is not VEHICLE/IMAGE of letters" in r for r in reasons)
+
+
+def test_ids_holding_html_are_refused_by_import_release(tmp_path):
+    """A T2I-VeRW image id is its file stem, so a hostile stem is refused like a hostile `index` line. The
+    `<script>` payload cannot be one stem (its `/` makes a folder), so its file is named by the part after it."""
+    root = tmp_path / "T2I_VeRi_new"
+    records = write_release(root, ids=4, per_id=(2, 2), copies=False)["records"]
+    hostile = {0: f"image/{IMG}0.jpg", 1: f"image/{SCRIPT}.jpg", 2: "image/newline\n.jpg"}  # stems: IMG+0, script>, newline\n
+    for n, path in hostile.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / records[n]["file_path"]).rename(root / path)
+        records[n]["file_path"] = path
+    (root / ANNOTATION_FILES["T2I_VeRi_new"]).write_text(json.dumps(records))
+    result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(tmp_path / "build")])
+    assert result.exit_code == 0, result.output
+    reasons = {r["record"]: r["reason"] for r in read_jsonl(tmp_path / "build" / "rejected.jsonl")}
+    assert set(reasons) == set(hostile)
+    for n, stem in zip(hostile, (f"{IMG}0", "script>", "newline\n")):
+        assert reasons[n] == (f"record {n}: image id {stem!r} (the file stem of file_path) is not of letters, "
+                              "digits, '_' and '-'")
+    ids = BuildDir.open(tmp_path / "build").images(["image_id"]).column("image_id").to_pylist()
+    assert sorted(ids) == sorted(r["file_path"][len("image/"):-len(".jpg")] for r in records[3:])  # the rest kept
+
+
+def test_ids_holding_html_are_refused_by_index_of_veri776(tmp_path):
+    """VeRi-776 takes its ids from name_*.txt and the labels' vehicleID, not from vehicle_info.txt: the same
+    rule holds there (a `../` name would also have left image_train/)."""
+    root = tmp_path / "VeRi"
+    good, bad_name, bad_vehicle = "0002_c001_00000010_0.jpg", f"0002_c002{IMG}.jpg", "0004_c003_00000030_0.jpg"
+    for name in (good, bad_name, bad_vehicle):
+        (root / "image_train").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(root / "image_train" / name, format="JPEG")
+    (root / "name_train.txt").write_text("\n".join((good, bad_name, bad_vehicle)) + "\n")
+    items = [(good, "0002"), (bad_name, "0002"), (bad_vehicle, SCRIPT)]
+    (root / "train_label.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<TrainingImages><Items>\n' + "\n".join(
+        f'<Item imageName={quoteattr(name)} vehicleID={quoteattr(vid)} cameraID="c001" colorID="1" typeID="1"/>'
+        for name, vid in items) + "\n</Items></TrainingImages>\n")
+    (root / "list_color.txt").write_text("1 yellow\n")
+    (root / "list_type.txt").write_text("1 sedan\n")
+    result = CliRunner().invoke(cli, ["index", str(root), "--out", str(tmp_path / "build")])
+    assert result.exit_code == 0, result.output
+    ids = BuildDir.open(tmp_path / "build").images(["image_id", "vehicle_id"]).to_pylist()
+    assert ids == [{"image_id": good[:-4], "vehicle_id": "0002"}]
+    reasons = {r["image"]: r["reason"] for r in read_jsonl(tmp_path / "build" / "rejected.jsonl")}
+    assert set(reasons) == {bad_name, bad_vehicle}
+    assert reasons[bad_name].startswith("malformed id:") and repr(bad_name[:-4]) in reasons[bad_name]
+    assert reasons[bad_vehicle].startswith("malformed id:") and repr(SCRIPT) in reasons[bad_vehicle]
+    assert all("is not of letters, digits, '_' and '-'" in r for r in reasons.values())
+
+
+def test_person_search_ids_holding_html_become_plain_ids(tmp_path):
+    """A person-search image id is its path below imgs/ with every character outside [A-Za-z0-9_-] made '-'
+    (CUHK-PEDES names hold dots and folders), so markup in a file name reaches no page as markup."""
+    written = write_person_set(tmp_path, "rstpreid")
+    root, records = written["root"], written["records"]
+    hostile = f"Market/{IMG}.jpg"
+    (root / "imgs" / records[0]["img_path"]).rename(root / "imgs" / hostile)
+    records[0]["img_path"] = hostile
+    (root / "data_captions.json").write_text(json.dumps(records))
+    result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(tmp_path / "build")])
+    assert result.exit_code == 0, result.output
+    ids = BuildDir.open(tmp_path / "build").images(["image_id"]).column("image_id").to_pylist()
+    assert "Market__---img-src-x-onerror--window-pwned-2--" in ids  # IMG written out by hand: `"><` is ---
+    assert all(set(i) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") for i in ids)

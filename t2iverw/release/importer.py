@@ -24,7 +24,8 @@ the staged records are appended to the logs.
 
 A record the authors' code could not use (a missing part file, a category outside the
 six, a grid that is not 24x24 or not binary, a duplicate file_path, a missing or corrupt
-image) is not imported and is listed in rejected.jsonl with its reason.
+image) is not imported and is listed in rejected.jsonl with its reason; so is a file stem that
+is not an id of letters, digits, '_' and '-' (as `index` rules: ids name files and sit in pages).
 """
 
 from __future__ import annotations

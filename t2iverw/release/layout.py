@@ -6,7 +6,7 @@ The annotation file is a list of records:
 
     id         vehicle identity; the loader reads it with int()
     split      "train", "test", or anything else (validation; the test set when no record is "test")
-    file_path  the crop, relative to the root (`image/...`)
+    file_path  the crop, relative to the root (`image/...`); its stem is the image id
     captions   list of strings; each one is a query at test time
     boxes      relative path of the part file (backslashes mean /); needed on train records
     mask       24x24 grid of 0/1: cells the masked-image modelling masks first (train)
@@ -32,7 +32,7 @@ from pathlib import Path
 import ijson
 import numpy as np
 
-from t2iverw.constants import AUGMENTED, GRID, MAX_CAPTION_CHARS, PARTS
+from t2iverw.constants import AUGMENTED, GRID, ID_RULE, MAX_CAPTION_CHARS, PARTS, is_id
 from t2iverw.errors import T2IError
 
 ANNOTATIONS = {  # dataset folder name -> its annotation file
@@ -122,7 +122,10 @@ def check_record(rec: object, index: int) -> Record:
     prompt = rec.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise BadRecord(f"record {index}: prompt must be a string")
-    return Record(index, posixpath.splitext(posixpath.basename(file_path))[0], str(vehicle), split, file_path, captions, boxes, mask, prompt)
+    image_id = posixpath.splitext(posixpath.basename(file_path))[0]
+    if not is_id(image_id):  # as `index` refuses it: the id would name export files and sit in every page
+        raise BadRecord(f"record {index}: image id {image_id[:80]!r} (the file stem of file_path) is not of {ID_RULE}")
+    return Record(index, image_id, str(vehicle), split, file_path, captions, boxes, mask, prompt)
 
 
 def relative_path(value: object, what: str) -> str:

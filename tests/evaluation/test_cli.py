@@ -193,6 +193,17 @@ def test_bad_score_matrices(export_dir, base):
     inf[2, 1] = -np.inf  # invisible to a max-based NaN check; ties with any other infinity
     np.save(tmp / "inf.npy", inf)
     assert_one_line_error(*run(export_dir, "--scores", tmp / "inf.npy"), "infinite", repr(base["ids"]["queries"][2]))
+    inf[2, 1], inf[4, 0] = 0, np.inf  # +inf: a top score no finite one can tie or beat
+    np.save(tmp / "plus_inf.npy", inf)
+    assert_one_line_error(*run(export_dir, "--scores", tmp / "plus_inf.npy"), "infinite", repr(base["ids"]["queries"][4]))
+    # a .npz is read by another branch of the loader (np.load of an archive, not a memory map): the same checks
+    np.savez_compressed(tmp / "nan.npz", scores=nan.astype(np.float32), meta=np.array(json.dumps({"model": "m"})))
+    assert_one_line_error(*run(export_dir, "--scores", tmp / "nan.npz"), "NaN", repr(base["ids"]["queries"][3]))
+    np.savez(tmp / "inf.npz", inf)  # one unnamed array (arr_0), +inf in row 4
+    assert_one_line_error(*run(export_dir, "--scores", tmp / "inf.npz"), "infinite", repr(base["ids"]["queries"][4]))
+    inf[4, 0] = -np.inf
+    np.savez(tmp / "minus_inf.npz", scores=inf)
+    assert_one_line_error(*run(export_dir, "--scores", tmp / "minus_inf.npz"), "infinite", repr(base["ids"]["queries"][4]))
     np.save(tmp / "objects.npy", np.array([[{"a": 1}] * g] * q, dtype=object))
     assert_one_line_error(*run(export_dir, "--scores", tmp / "objects.npy"), "cannot load scores")
     (tmp / "q.txt").write_text("\n".join(base["ids"]["queries"][1:]))

@@ -297,3 +297,95 @@ def test_a_file_that_breaks_after_its_first_records_builds_nothing(release, tmp_
     (root / ANNOTATIONS).write_text('{"records": []}')
     result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "must hold a JSON list of records, got an object" in result.output
+
+
+def test_boxes_absolute_or_with_dotdot_are_rejected(release, tmp_path):
+    """`boxes` is a path too: absolute or climbing out with `..`, it is refused before the part file is
+    opened, though the file it names exists and is a valid part file (so only the path check can stop it)."""
+    root, written = release
+    records = [dict(r) for r in written["records"]]
+    secret = tmp_path / "secret.json"  # root/boxes/../../secret.json is this file
+    secret.write_text(json.dumps([{"category": "roof", "mask": [[1] * 24] * 24}]))
+    records[0]["boxes"] = str(secret)
+    records[1]["boxes"] = "boxes/../../secret.json"
+    (root / ANNOTATIONS).write_text(json.dumps(records))
+    result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(tmp_path / "build")])
+    assert result.exit_code == 0, result.output
+    reasons = {r["record"]: r["reason"] for r in map(json.loads, (tmp_path / "build" / "rejected.jsonl").open())}
+    assert reasons == {0: f"record 0: boxes {str(secret)!r} is not a path inside the release root",
+                       1: "record 1: boxes 'boxes/../../secret.json' is not a path inside the release root"}
+    kept = set(BuildDir.open(tmp_path / "build").images(["image_id"]).column("image_id").to_pylist())
+    assert kept == {Path(r["file_path"]).stem for r in records[2:]}  # nothing else dropped
+
+
+def test_a_val_record_with_no_caption_is_a_gallery_image(release, tmp_path):
+    """On purpose: a test-side record with `captions: []` is imported. It is a gallery image no query
+    describes (the authors' loader lists it among the test images and adds no caption), so refusing it
+    would change the gallery every score matrix of theirs is laid out on. Only a train record needs one."""
+    root, written = release
+    records = [dict(r) for r in written["records"]]
+    n = next(k for k, r in enumerate(records) if r["split"] == "val")
+    records[n]["captions"] = []
+    (root / ANNOTATIONS).write_text(json.dumps(records))
+    summary = import_release(root, tmp_path / "build")
+    image = Path(records[n]["file_path"]).stem
+    bd = BuildDir.open(tmp_path / "build")
+    assert not summary.rejected and (tmp_path / "build" / "rejected.jsonl").read_text() == ""
+    assert image in set(bd.images(["image_id"]).column("image_id").to_pylist())
+    assert image not in bd.captions() and image in bd.parts()  # no caption record; its parts are kept
+    assert str(records[n]["id"]) in bd.split()["test_ids"]
+    assert image in (tmp_path / "build" / GALLERY_ORDER).read_text().split()
+    queries = (tmp_path / "build" / QUERY_ORDER).read_text().split()
+    assert not [q for q in queries if q.split("#")[0] == image]
+    assert len(queries) == 2 * sum(r["split"] == "val" for r in records) - 2  # every other val caption is a query
+
+
+def _tree(top: Path, skip: Path) -> dict[str, tuple]:
+    """Every entry under `top` but `skip`: its kind, its bytes' SHA-256 (a file) or target (a link), its mtime."""
+    entries = {}
+    for folder, dirs, files in os.walk(top):  # links are listed, not followed
+        if Path(folder) == skip:
+            dirs.clear()
+            continue
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path == skip:
+                continue
+            st = path.lstat()
+            if path.is_symlink():
+                entries[str(path)] = ("link", os.readlink(path), st.st_mtime_ns)
+            elif path.is_dir():
+                entries[str(path)] = ("dir", None, st.st_mtime_ns)
+            else:
+                entries[str(path)] = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mtime_ns)
+    return entries
+
+
+def test_a_hostile_release_writes_nothing_outside_the_build(release, tmp_path, monkeypatch):
+    """Everything under tmp_path but the build (the release root, the files outside it that its paths
+    point at, the working directory) is the same before and after importing a release whose paths try to
+    leave the root: no file is written, changed, linked or removed there."""
+    root, written = release
+    records = [dict(r) for r in written["records"]]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(outside / "crop.jpg")
+    (tmp_path / "secret.json").write_text(json.dumps([{"category": "roof", "mask": [[1] * 24] * 24}]))
+    os.symlink(outside / "crop.jpg", root / "image" / "link.jpg")
+    os.symlink(outside, root / "image" / "linkdir")
+    os.symlink(tmp_path / "secret.json", root / "linked_parts.json")
+    for n, change in enumerate([{"file_path": str(outside / "crop.jpg")}, {"file_path": "image/../../outside/crop.jpg"},
+                                {"file_path": "image/link.jpg"}, {"file_path": "image/linkdir/crop.jpg"},
+                                {"boxes": str(tmp_path / "secret.json")}, {"boxes": "boxes/../../secret.json"},
+                                {"boxes": "linked_parts.json"}]):
+        records[n].update(change)
+    (root / ANNOTATIONS).write_text(json.dumps(records))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # a stray relative write would land here
+    build = tmp_path / "build"
+    before = _tree(tmp_path, build)
+    result = CliRunner().invoke(cli, ["import-release", str(root), "--out", str(build)])
+    assert result.exit_code == 0, result.output
+    assert _tree(tmp_path, build) == before
+    reasons = {r["record"] for r in map(json.loads, (build / "rejected.jsonl").open())}
+    assert reasons == set(range(7))

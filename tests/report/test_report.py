@@ -229,3 +229,43 @@ def test_images_with_missing_metadata(annotated, tmp_path):
         write_report(source, out)
         rows = {r["metadata"]: r for r in html_table((out / "index.html").read_text(), "table-agreement")}
         assert rows["colour"]["metadata not in vocabulary"] == f"{100 * colour.count(None) / len(colour):.1f}%", source
+
+
+def test_report_truth_and_segment_eval_report_the_same_imperfect_iou(build_dir, tmp_path):
+    """One IoU: `report --truth` and `segment-eval` give the same pooled pixel IoU on masks that are off,
+    and it is the count done by hand on rectangles (windows: 50 shared pixels of 150 on one image, 0 of
+    20 on the other -> 50/170; wheels: 40 of 120 on the first image only -> 1/3)."""
+    from t2iverw.segment.masks import part_record
+    from t2iverw.segment.model import PartMasks
+
+    bd = BuildDir.open(build_dir)
+    rows = bd.images(["image_id", "vehicle_id", "width", "height"]).to_pylist()[:2]
+    assert all(r["height"] >= 24 and r["width"] >= 30 for r in rows)
+    windows, wheels = PARTS.index("windows"), PARTS.index("wheels")
+    truth, pred = [np.zeros((len(PARTS), r["height"], r["width"]), bool) for r in rows], \
+        [np.zeros((len(PARTS), r["height"], r["width"]), bool) for r in rows]
+    truth[0][windows, 0:10, 0:10] = True  # 100 px
+    pred[0][windows, 5:15, 0:10] = True  # 100 px, rows 5-9 shared: 50 px; union 150
+    truth[0][wheels, 20:24, 0:20] = True  # 80 px
+    pred[0][wheels, 20:24, 10:30] = True  # 80 px, columns 10-19 shared: 40 px; union 120
+    truth[1][windows, 0:4, 0:5] = True  # 20 px, none predicted: union 20
+    for row, t in zip(rows, truth):
+        path = tmp_path / "truth" / "part_masks" / row["vehicle_id"] / f"{row['image_id']}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sum(m.astype(np.uint8) << i for i, m in enumerate(t)).astype(np.uint8)).save(path)
+    with open_log(bd, "parts", "main", source="model", settings={"model": "off by a few pixels"}) as log:
+        log.append([part_record(r["image_id"], PartMasks(masks=p, scores=[1.0] * len(PARTS), instances=[1] * len(PARTS)),
+                                grid=(24, 24), input_size=384, min_cover=0.5) for r, p in zip(rows, pred)])
+
+    evaluated = CliRunner().invoke(cli, ["segment-eval", str(build_dir), "--truth", str(tmp_path / "truth")])
+    assert evaluated.exit_code == 0, evaluated.output
+    cells = {line.split()[0]: line.split()[1] for line in evaluated.output.splitlines()[2:] if line.strip()}
+    reported = CliRunner().invoke(cli, ["report", str(build_dir), "--out", str(tmp_path / "report"),
+                                        "--truth", str(tmp_path / "truth"), "--gallery", "0"])
+    assert reported.exit_code == 0, reported.output
+    table = {r["part"]: r["pixel IoU"] for r in html_table((tmp_path / "report" / "index.html").read_text(), "table-iou")}
+    assert (cells["windows"], table["windows"]) == ("0.294", "29.4%")  # 50/170 = 0.2941
+    assert (cells["wheels"], table["wheels"]) == ("0.333", "33.3%")  # 40/120
+    from t2iverw.segment.evaluate import evaluate_parts
+
+    assert evaluate_parts(bd, tmp_path / "truth")["parts"]["windows"]["iou"] == 50 / 170

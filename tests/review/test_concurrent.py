@@ -1,4 +1,5 @@
-"""A review writes into a build while `t2iverw caption` runs on another shard: every record of both is kept."""
+"""A review writes into a build while `t2iverw caption` runs on another shard, or while another review process
+writes it (one request at a time, and at the same instant): every record of each is kept."""
 
 from __future__ import annotations
 
@@ -96,3 +97,52 @@ def test_two_reviewers_deciding_the_same_images_interleaved_lose_nothing(review_
     last = {i: t for _, i, t in answered}
     latest = BuildDir.open(review_build).latest("captions")
     assert {i: latest[i]["text"] for i in ids} == last
+
+
+def test_two_reviewers_writing_at_the_same_instant_lose_nothing(review_build, start_app, raw_http):
+    """Two review processes, two client threads each, every round's four decisions released together by
+    a barrier (so writes from both processes, and two within one, meet at the same instant), all on the
+    same few images: every decision is a whole line in its reviewer's log, stamped in file order, each thread's
+    in its order, and each image's caption is one of the last round's decisions on it (which of the four
+    simultaneous ones is last cannot be known from outside)."""
+    import threading
+
+    rounds = 20
+    apps = {name: start_app(review_build, "--reviewer", name, "--only", "all") for name in ("ann", "bob")}
+    ids = json.loads(raw_http(apps["ann"].base, "GET", "/api/queue?scope=all")[1])["ids"][:3]
+    clients = [(name, k) for name in apps for k in range(2)]
+    barrier = threading.Barrier(len(clients), timeout=60)
+    sent: dict[tuple[str, int], list[tuple[str, str]]] = {c: [] for c in clients}
+    failures: list[str] = []
+
+    def review(name: str, k: int) -> None:
+        for n in range(rounds):
+            image_id, text = ids[n % len(ids)], f"Round {n}, {name} client {k}: a vehicle with wheels and a roof."
+            barrier.wait()
+            status, body, _ = raw_http(apps[name].base, "POST", "/api/decisions",
+                                       {"image_id": image_id, "action": "save", "text": text},
+                                       headers={"X-T2IVERW": "1"})
+            if status != 200:
+                failures.append(f"{name}/{k} round {n}: {status} {body[:200]!r}")
+            sent[(name, k)].append((image_id, text))
+
+    threads = [threading.Thread(target=review, args=c) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    for name in apps:
+        lines = (review_build / "captions" / f"review-{name}.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]  # a torn or interleaved line fails json.loads
+        logged = [(r["image_id"], r["text"]) for r in records]
+        stamps = [(r["seq"], r["t"]) for r in records]  # readers trust the stamps: file order must agree with them
+        assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(stamps, stamps[1:])), stamps
+        mine = [d for (n, _), ds in sent.items() if n == name for d in ds]
+        assert sorted(logged) == sorted(mine) and len(logged) == 2 * rounds  # none lost, none twice
+        for k in range(2):
+            assert [d for d in logged if d in sent[(name, k)]] == sent[(name, k)]  # each client's order kept
+    latest = BuildDir.open(review_build).latest("captions")
+    last_round = {i: max(n for n in range(rounds) if ids[n % len(ids)] == i) for i in ids}
+    for i in ids:
+        assert latest[i]["source"] == "human" and latest[i]["text"].startswith(f"Round {last_round[i]}, ")
