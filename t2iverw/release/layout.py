@@ -176,11 +176,11 @@ def grid_cells(value: object) -> bytes | None:
     """A well-formed 24x24 grid of 0/1 as its 576 cells, one byte each, or None (grid() then says
     what is wrong). bytes() turns a row of small ints into bytes in C, where numpy on nested
     lists is the slowest step of an import; it refuses floats, strings and lists, as grid() does."""
-    if not (isinstance(value, list) and len(value) == GRID[0]
-            and all(isinstance(row, list) and len(row) == GRID[1] for row in value)):
+    if not (type(value) is list and len(value) == GRID[0] and set(map(type, value)) == {list}
+            and set(map(len, value)) == {GRID[1]}):
         return None
     try:
-        cells = b"".join([bytes(row) for row in value])
+        cells = b"".join(map(bytes, value))
     except (TypeError, ValueError):  # not an int, or one outside 0..255
         return None
     return None if cells.translate(None, b"\0\1") else cells
