@@ -141,6 +141,7 @@ def _import_release(root: Path, out: Path, source: Source, *, veri_wild, encodin
         write_outputs(out, rows.sort_by([("vehicle_id", "ascending"), ("image_id", "ascending")]),
                       read.rejected, root, {"source_format": source.format, "release": settings,
                                             "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
+        pa.default_memory_pool().release_unused()  # the sorted copy written: give it back before the split's lists
         split = make_split(out, from_file=source.annotations, from_records=read.published_entries())
         read.published = None  # the split is made: free it before the log writers load every image's hash
         _write_records(BuildDir.open(out), staging, {TRAIN, TEST} if side == TEST else None, settings)
