@@ -16,11 +16,12 @@ command (`export`, `eval`, `train`, `show`, `caption-qa`) works unchanged:
   captions and images, for `eval --query-ids/--gallery-ids` on a score matrix of theirs.
 
 The annotation list is streamed (ijson) a batch of records at a time, so memory does not
-hold the parsed file: each batch's fields are checked, its part files parse in worker
-processes while its crops decode on threads, and its checked records wait in a staging log
-on disk; what stays in memory is one Arrow row per record. Once the whole file is read (a
-malformed file is only found as it is read), images.parquet and split.json are written and
-the staged records are appended to the logs.
+hold the parsed file: each batch's fields are checked in this process, its part files parse
+and its crops decode in worker processes (the import is CPU-bound Python: threads would wait
+on one GIL), and its checked records wait in a staging log on disk; what stays in memory is
+one Arrow row per record and 8-byte digests for the duplicate checks. Once the whole file is
+read (a malformed file is only found as it is read), images.parquet and split.json are
+written and the staged records are appended to the three logs, each by a child of its own.
 
 A record the authors' code could not use (a missing part file, a category outside the
 six, a grid that is not 24x24 or not binary, a duplicate file_path, a missing or corrupt
@@ -143,7 +144,7 @@ def _import_release(root: Path, out: Path, source: Source, *, veri_wild, encodin
                                             "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
         pa.default_memory_pool().release_unused()  # the sorted copy written: give it back before the split's lists
         split = make_split(out, from_file=source.annotations, from_records=read.published_entries())
-        read.published = None  # the split is made: free it before the log writers load every image's hash
+        read.published = None  # the split is made: not held while the logs are written
         _write_records(BuildDir.open(out), staging, {TRAIN, TEST} if side == TEST else None, settings)
     finally:
         staging.unlink(missing_ok=True)
@@ -176,7 +177,7 @@ class Read:
 class Published:
     """Each record's published id, split and image id as the split reads them (split.py
     `_release_split`): the id as a string, the image id as the file stem. Ids and splits repeat,
-    so each distinct value is held once: a few bytes a record where the entry dicts held ~400."""
+    so each distinct value is held once: ~80 bytes a record where tuples of the entries held ~400."""
 
     def __init__(self):
         self.ids: list[str] = []
@@ -197,7 +198,7 @@ class Published:
 def read_records(root: Path, out: Path, source: Source, staging: Path, *, workers: int,
                  veri_wild_info: dict | None = None) -> Read:
     """Stream the annotation file a batch of records at a time: check each record's fields, then
-    hand its part file to a worker process and its crop to the decoding threads, and write the
+    hand its part file and its crop to the worker processes, and write the
     checked record to `staging`. One batch is checked ahead while the last one is parsed and
     decoded, so the workers never wait on this loop. The first record wins a duplicate file_path
     or image id."""
