@@ -13,12 +13,13 @@ progress log; a killed index resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -362,29 +363,33 @@ def check_images(source_root: Path, out: Path, entries: pa.Table, workers: int) 
 class ImageChecker:
     """Decodes crops on a thread pool a batch at a time, logging each result to the progress
     file, so a caller that streams its records (import-release) decodes as it reads and a
-    killed run decodes nothing twice."""
+    killed run decodes nothing twice. A caller busy in Python itself passes a process pool
+    (`pool`), where decoding does not wait on its GIL."""
 
-    def __init__(self, source_root: Path, out: Path, workers: int, total: int | None = None):
+    def __init__(self, source_root: Path, out: Path, workers: int, total: int | None = None,
+                 pool: Executor | None = None):
         self.source_root, self.progress_path, self.workers = source_root, out / PROGRESS, workers
-        self.total = total
+        self.total, self._given_pool = total, pool
 
     def __enter__(self) -> ImageChecker:
         self.resumed = {r["path"]: _decoded(r) for r in read_jsonl(self.progress_path)}
         self._log = JsonlWriter(self.progress_path)
-        self._pool = ThreadPoolExecutor(max_workers=self.workers)
+        self._pool = self._given_pool or ThreadPoolExecutor(max_workers=self.workers)
         self.bar = tqdm(total=self.total, desc="index", unit="img")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.bar.close()
-        self._pool.shutdown()
+        if self._given_pool is None:
+            self._pool.shutdown()
         self._log.close()
 
     def check(self, paths: list[str]) -> list[Decoded]:
         """The decode result of each path, in order (a path a killed run logged is not decoded again)."""
         found = {p: self.resumed.pop(p) for p in paths if p in self.resumed}
+        decode = functools.partial(_check_one, self.source_root)
         for chunk in chunks([p for p in paths if p not in found], 256):
-            results = list(self._pool.map(lambda p: _check_one(self.source_root, p), chunk))
+            results = list(self._pool.map(decode, chunk, chunksize=128))  # a process pool's batches; threads ignore it
             self._log.write_many(results)
             found.update((r["path"], _decoded(r)) for r in results)
         self.bar.update(len(paths))

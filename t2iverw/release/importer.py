@@ -16,11 +16,12 @@ command (`export`, `eval`, `train`, `show`, `caption-qa`) works unchanged:
   captions and images, for `eval --query-ids/--gallery-ids` on a score matrix of theirs.
 
 The annotation list is streamed (ijson) a batch of records at a time, so memory does not
-hold the parsed file: each batch's fields are checked, its part files parse in worker
-processes while its crops decode on threads, and its checked records wait in a staging log
-on disk; what stays in memory is one Arrow row per record. Once the whole file is read (a
-malformed file is only found as it is read), images.parquet and split.json are written and
-the staged records are appended to the logs.
+hold the parsed file: each batch's fields are checked in this process, its part files parse
+and its crops decode in worker processes (the import is CPU-bound Python: threads would wait
+on one GIL), and its checked records wait in a staging log on disk; what stays in memory is
+one Arrow row per record and 8-byte digests for the duplicate checks. Once the whole file is
+read (a malformed file is only found as it is read), images.parquet and split.json are
+written and the staged records are appended to the three logs, each by a child of its own.
 
 A record the authors' code could not use (a missing part file, a category outside the
 six, a grid that is not 24x24 or not binary, a duplicate file_path, a missing or corrupt
@@ -30,7 +31,11 @@ is not an id of letters, digits, '_' and '-' (as `index` rules: ids name files a
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import multiprocessing
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 import os
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
@@ -65,7 +71,7 @@ from t2iverw.release.sources import RELEASE, Source, find_source
 from t2iverw.runner import open_log
 from t2iverw.runner.records import SUFFIX, stage_dir
 from t2iverw.split import make_split
-from t2iverw.storage import JsonlWriter, exclusive, read_jsonl, write_text
+from t2iverw.storage import exclusive, read_jsonl, write_text
 
 QUERY_ORDER = "release_query_ids.txt"
 GALLERY_ORDER = "release_gallery_ids.txt"
@@ -133,12 +139,14 @@ def _import_release(root: Path, out: Path, source: Source, *, veri_wild, encodin
         if not keep.any():
             raise T2IError(f"no usable record in {source.annotations} ({len(read.rejected)} rejected; "
                            f"see {out / REJECTED})")
-        rows = read.rows.filter(keep)
+        rows, read.rows = (read.rows if keep.all() else read.rows.filter(keep)), None  # one copy of the rows held
         read.rejected.sort(key=lambda r: r["record"])
         write_outputs(out, rows.sort_by([("vehicle_id", "ascending"), ("image_id", "ascending")]),
                       read.rejected, root, {"source_format": source.format, "release": settings,
                                             "veri_wild": str(Path(veri_wild).resolve()) if veri_wild else None})
+        pa.default_memory_pool().release_unused()  # the sorted copy written: give it back before the split's lists
         split = make_split(out, from_file=source.annotations, from_records=read.published_entries())
+        read.published = None  # the split is made: not held while the logs are written
         _write_records(BuildDir.open(out), staging, {TRAIN, TEST} if side == TEST else None, settings)
     finally:
         staging.unlink(missing_ok=True)
@@ -161,38 +169,63 @@ class Read:
 
     rows: pa.Table
     rejected: list[dict]
-    published: list[tuple]  # each record's published entry as a tuple of its items (ids may be of any type)
+    published: Published
     joined: Counter | None
 
     def published_entries(self) -> Iterator[dict]:
-        return map(dict, self.published)
+        return self.published.entries()
+
+
+class Published:
+    """Each record's published id, split and image id as the split reads them (split.py
+    `_release_split`): the id as a string, the image id as the file stem. Ids and splits repeat,
+    so each distinct value is held once: ~80 bytes a record where tuples of the entries held ~400."""
+
+    def __init__(self):
+        self.ids: list[str] = []
+        self.splits: list[str] = []
+        self.images: list[str | None] = []
+
+    def add(self, entry: dict) -> None:
+        self.ids.append(sys.intern(str(entry["id"])))
+        self.splits.append(sys.intern(entry["split"]))
+        image, path = entry.get("image_id"), entry.get("file_path")
+        self.images.append(image if isinstance(image, str) else
+                           Path(path.replace("\\", "/")).stem if isinstance(path, str) else None)
+
+    def entries(self) -> Iterator[dict]:
+        return ({"id": v, "split": s, "image_id": i} for v, s, i in zip(self.ids, self.splits, self.images))
 
 
 def read_records(root: Path, out: Path, source: Source, staging: Path, *, workers: int,
                  veri_wild_info: dict | None = None) -> Read:
     """Stream the annotation file a batch of records at a time: check each record's fields, then
-    hand its part file to a worker process and its crop to the decoding threads, and write the
+    hand its part file and its crop to the worker processes, and write the
     checked record to `staging`. One batch is checked ahead while the last one is parsed and
     decoded, so the workers never wait on this loop. The first record wins a duplicate file_path
     or image id."""
-    read = Read(ROWS.empty_table(), [], [], Counter() if veri_wild_info is not None else None)
+    read = Read(ROWS.empty_table(), [], Published(), Counter() if veri_wild_info is not None else None)
     seen, rows = Seen(), []
+    is_dir = functools.lru_cache(maxsize=4096)(os.path.isdir)  # the folders of the augmented copies, this run
     staging.unlink(missing_ok=True)
     parsers = ProcessPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1)))
-    with parsers, ImageChecker(root, out, workers) as images, ThreadPoolExecutor(max_workers=1) as background, \
-            JsonlWriter(staging) as staged:
+    with parsers, ImageChecker(root, out, workers, pool=parsers) as images, \
+            ThreadPoolExecutor(max_workers=1) as background, staging.open("wb") as staged:
         images.bar.set_description("import")
 
         def submit(batch: list) -> tuple[list[Record], Iterator, Future]:
             """Check a batch's fields and start reading its part files and crops."""
-            read.published.extend(tuple(e.items()) for _, item in batch if (e := source.published(item)))
+            for _, item in batch:
+                if (entry := source.published(item)) is not None:
+                    read.published.add(entry)
             records = []
             for index, item in batch:
                 try:
                     records.append(seen.check(root, source.check(item, index)))
                 except BadRecord as exc:
                     read.rejected.append(_rejection(item, index, exc))
-            parsing = parsers.map(_read_parts, [(root, r.boxes, r.index, r.split) for r in records], chunksize=32)
+            seen.flush()
+            parsing = parsers.map(_read_parts, [(root, r.boxes, r.index, r.split) for r in records], chunksize=128)
             return records, parsing, background.submit(images.check, [r.file_path for r in records])
 
         def finish(records: list[Record], parsing: Iterator, decoding: Future) -> None:
@@ -212,8 +245,8 @@ def read_records(root: Path, out: Path, source: Source, staging: Path, *, worker
                 batch_rows.append({**entry, "width": result.width, "height": result.height, "sha256": result.sha256,
                                    "split": rec.split, "order": rec.index, "n_captions": len(rec.captions),
                                    "has_parts": grids is not None})
-                batch_staged.append(_staged(root, rec, grids, source.augmented))
-            staged.write_many(batch_staged)
+                batch_staged.append(_staged(root, rec, grids, source.augmented, is_dir) | {"sha256": result.sha256})
+            staged.write(b"".join(orjson.dumps(s) + b"\n" for s in batch_staged))
             if batch_rows:
                 rows.append(pa.Table.from_pylist(batch_rows, schema=ROWS))
 
@@ -231,23 +264,44 @@ def read_records(root: Path, out: Path, source: Source, staging: Path, *, worker
 
 
 class Seen:
-    """The file paths and image ids of the records accepted so far, to refuse a second one."""
+    """The file paths and image ids of the records accepted so far, to refuse a second one.
+
+    Each is held as a 64-bit keyed digest, 8 bytes in a sorted NumPy array (merged a batch at a
+    time), not as a Python string in a set (~100 bytes each): two distinct names share a digest
+    with odds of ~1e-8 in a 416k-record release."""
 
     def __init__(self):
-        self.paths: set[str] = set()
-        self.image_ids: set[str] = set()
+        self.digests = np.empty(0, np.uint64)  # sorted: every batch before the current one
+        self.pending: set[int] = set()  # the current batch's
 
     def check(self, root: Path, rec: Record) -> Record:
         for what, path in (("file_path", rec.file_path), ("boxes", rec.boxes)):
             if path is not None and not inside(root, path):
                 raise BadRecord(f"record {rec.index}: {what} {path} leaves the release root through a symlink")
-        if rec.file_path in self.paths:
+        path, image = _digest(b"path", rec.file_path), _digest(b"image", rec.image_id)
+        if self._has(path):
             raise BadRecord(f"record {rec.index}: duplicate file_path {rec.file_path}")
-        if rec.image_id in self.image_ids:
+        if self._has(image):
             raise BadRecord(f"record {rec.index}: duplicate image id {rec.image_id} (file stem of {rec.file_path})")
-        self.paths.add(rec.file_path)
-        self.image_ids.add(rec.image_id)
+        self.pending.update((path, image))
         return rec
+
+    def _has(self, digest: int) -> bool:
+        if digest in self.pending:
+            return True
+        at = int(np.searchsorted(self.digests, np.uint64(digest)))
+        return at < len(self.digests) and int(self.digests[at]) == digest
+
+    def flush(self) -> None:
+        """Merge the current batch into the sorted array (a stable sort of two sorted runs: linear)."""
+        if self.pending:
+            merged = np.concatenate([self.digests, np.fromiter(self.pending, np.uint64, len(self.pending))])
+            self.digests, self.pending = np.sort(merged, kind="stable"), set()
+
+
+def _digest(kind: bytes, name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8, key=kind).digest(),
+                          "little")
 
 
 def _read_parts(job: tuple[Path, str | None, int, str]) -> tuple[list[str] | None, str | None]:
@@ -262,16 +316,16 @@ def _read_parts(job: tuple[Path, str | None, int, str]) -> tuple[list[str] | Non
         return None, str(exc)
     if split == TRAIN and not grids.any():
         return None, f"record {index}: the part file {boxes} of a train record names no part"
-    return [pack_grid(g) for g in grids], None
+    return [row.tobytes().hex() for row in np.packbits(grids.reshape(len(grids), -1), axis=1)], None  # pack_grid
 
 
-def _staged(root: Path, rec: Record, grids: list[str] | None, augmented: bool) -> dict:
+def _staged(root: Path, rec: Record, grids: list[str] | None, augmented: bool, is_dir) -> dict:
     """A checked record as the import logs will need it, grids packed (72 bytes each)."""
     return {"image_id": rec.image_id, "split": rec.split, "order": rec.index, "captions": rec.captions,
             "grids": grids,
             "mask": None if rec.mask is None else pack_grid(rec.mask), "prompt": rec.prompt,
             "file_path": rec.file_path, "boxes": rec.boxes,
-            "augmented": augmented_copies(root, rec) if augmented else None}
+            "augmented": augmented_copies(root, rec, is_dir) if augmented else None}
 
 
 def _entry(rec: Record) -> dict:
@@ -302,35 +356,76 @@ def _reject_val_beside_test(read: Read, side: str) -> np.ndarray:
 
 def _write_records(bd: BuildDir, staging: Path, splits: set[str] | None, settings: dict) -> None:
     """Caption, part and release records in the `import` logs, read back from the staging log a
-    batch at a time; a rerun appends only what is missing."""
+    batch at a time; a rerun appends only what is missing.
+
+    This process opens (locks) all three logs, so either all are written or none; then each log
+    is stamped and written by a forked child of its own, side by side: encoding 3 records an
+    image is the import's last step that one core would otherwise do alone."""
     with ExitStack() as stack:
         logs = {stage: stack.enter_context(open_log(bd, stage, LOG, source="release", settings=settings))
                 for stage in STAGES}
         done = {stage: _already_written(bd, stage, log.fp) for stage, log in logs.items()}
-        bar = stack.enter_context(tqdm(desc="import records", unit="rec"))
-        for batch in chunks(read_jsonl(staging), BATCH):
-            bodies = {stage: [] for stage in STAGES}
-            for r in batch:
-                if splits is None or r["split"] in splits:
-                    for stage, body in _bodies(r).items():
-                        if body is not None and r["image_id"] not in done[stage]:
-                            bodies[stage].append(body)
-            for stage, items in bodies.items():
-                logs[stage].append(items)
-            bar.update(len(batch))
+        bar = stack.enter_context(tqdm(desc="import records", unit="rec", total=3 * _count_lines(staging)))
+        fork = multiprocessing.get_context("fork")
+        counts = fork.Array("q", len(STAGES), lock=False)  # records read back, per log: the bar's count
+        writers = [fork.Process(target=_write_stage, args=(logs[stage], done[stage], staging, splits, stage, counts, k),
+                                name=f"import {stage}") for k, stage in enumerate(STAGES)]
+        for w in writers:
+            w.start()
+        while any(w.is_alive() for w in writers):
+            time.sleep(0.2)
+            bar.update(sum(counts) - bar.n)
+        bar.update(sum(counts) - bar.n)
+        failed = [w.name for w in writers if w.exitcode != 0]
+        if failed:
+            raise T2IError(f"writing the {', '.join(failed)} records failed (see the error above); "
+                           "rerun the import to append what is missing")
 
 
-def _bodies(r: dict) -> dict[str, dict | None]:
-    """One staged record's caption, part and release records (None where it has none)."""
-    return {
-        "captions": {"image_id": r["image_id"], "status": "ok", "caption_id": r["image_id"], "text": r["captions"][0],
-                     "texts": r["captions"]} if r["captions"] else None,
-        "parts": {"image_id": r["image_id"], "status": "ok", "grid": {"shape": list(GRID), "cells": r["grids"]}}
-        if r["grids"] is not None else None,
-        "release": {"image_id": r["image_id"], "status": "ok", "order": r["order"], "mask": r["mask"],
-                    "prompt": r["prompt"], "split": r["split"], "file_path": r["file_path"], "boxes": r["boxes"],
-                    "augmented": r["augmented"]},
-    }
+def _write_stage(log, done: set[str], staging: Path, splits: set[str] | None, stage: str, counts, k: int) -> None:
+    """One log's records, in a forked child that writes through the parent's open, locked log
+    (and stops if the parent is gone: a killed import leaves no writer behind)."""
+    parent = os.getppid()
+    for batch in chunks(_read_staged(staging), BATCH):
+        if os.getppid() != parent:
+            os._exit(1)
+        bodies = [body for r in batch if (splits is None or r["split"] in splits) and r["image_id"] not in done
+                  and (body := _BODIES[stage](r)) is not None]
+        # the hashes the writer stamps, from the decode results images.parquet was written from: the
+        # batch's own, where the build's would load every image's (~200 bytes each) into each child
+        vars(log.build)["image_shas"] = {r["image_id"]: r["sha256"] for r in batch}
+        log.append(bodies)
+        counts[k] += len(batch)
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+
+
+def _read_staged(staging: Path) -> Iterator[dict]:
+    """The staged records, in order (the staging log is this run's own, whole: it is rewritten
+    from the start on every run, so neither its format nor a torn tail outlives the run)."""
+    with staging.open("rb") as fh:
+        yield from map(orjson.loads, fh)
+
+
+def _caption_body(r: dict) -> dict | None:
+    return {"image_id": r["image_id"], "status": "ok", "caption_id": r["image_id"], "text": r["captions"][0],
+            "texts": r["captions"]} if r["captions"] else None
+
+
+def _parts_body(r: dict) -> dict | None:
+    return {"image_id": r["image_id"], "status": "ok", "grid": {"shape": list(GRID), "cells": r["grids"]}} \
+        if r["grids"] is not None else None
+
+
+def _release_body(r: dict) -> dict:
+    return {"image_id": r["image_id"], "status": "ok", "order": r["order"], "mask": r["mask"], "prompt": r["prompt"],
+            "split": r["split"], "file_path": r["file_path"], "boxes": r["boxes"], "augmented": r["augmented"]}
+
+
+_BODIES = dict(zip(STAGES, (_caption_body, _parts_body, _release_body)))  # a staged record's record per log (None: none)
 
 
 def _already_written(bd: BuildDir, stage: str, fp: str) -> set[str]:
@@ -356,10 +451,13 @@ def _rejection(item: object, index: int, exc: BadRecord) -> dict:
     return {"record": index, "file_path": item.get("file_path") if isinstance(item, dict) else None, "reason": str(exc)}
 
 
-def augmented_copies(root: Path, rec: Record) -> dict[str, str] | None:
-    """The release's dark/light/noisy copies of a record, when all three exist."""
+def augmented_copies(root: Path, rec: Record, is_dir=os.path.isdir) -> dict[str, str] | None:
+    """The release's dark/light/noisy copies of a record, when all three exist. A file is looked up
+    only where its folder exists; with `is_dir` cached, each folder is looked up once in an import
+    (most releases have none of the three)."""
     found = {kind: augmented_path(rec.file_path, kind) for kind in AUGMENTED}
-    return found if all((root / p).is_file() and inside(root, p) for p in found.values()) else None
+    return found if all(is_dir(os.path.join(root, os.path.dirname(p))) and (root / p).is_file() and inside(root, p)
+                        for p in found.values()) else None
 
 
 def test_side(splits: pa.ChunkedArray | pa.Array) -> str:
