@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -52,11 +54,10 @@ class BuildDir:
         return pq.read_table(self.images_path, columns=columns)
 
     @cached_property
-    def image_shas(self) -> dict[str, str]:
+    def image_shas(self) -> ImageShas:
         """image_id -> SHA-256 of its crop, read once per BuildDir: every log writer on this build
         stamps its records with them, and three writers open at once need one copy, not three."""
-        cols = self.images(["image_id", "sha256"]).to_pydict()
-        return dict(zip(cols["image_id"], cols["sha256"]))
+        return ImageShas(self.images(["image_id", "sha256"]))
 
     def info(self) -> dict:
         path = self.root / BUILD_INFO
@@ -125,6 +126,40 @@ class BuildDir:
     def parts(self, fields: tuple[str, ...] | None = None) -> dict[str, dict]:
         """image_id -> latest part record, where it is ok."""
         return {k: r for k, r in self.latest("parts", fields).items() if r.get("status") == "ok"}
+
+
+class ImageShas(Mapping[str, "str | None"]):
+    """image_id -> sha256 held as two arrays, the ids sorted (numpy) and the hashes in that order (Arrow).
+
+    A dict of 416k id and hash strings costs ~250 bytes an image; these arrays cost the
+    characters, and a lookup is a binary search. A repeated id maps to its last row, as a
+    dict built from the rows would; iteration is in id order.
+    """
+
+    def __init__(self, table: pa.Table):
+        ids = np.asarray(table["image_id"].to_numpy(zero_copy_only=False), dtype=str)
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        last = np.ones(len(ids), bool)  # the last row of each run of equal ids
+        last[:-1] = ids[1:] != ids[:-1]
+        self._ids, order = ids[last], order[last]
+        self._shas = table["sha256"].take(pa.array(order, pa.int64())).combine_chunks()
+
+    def _row(self, image_id: object) -> int:
+        if isinstance(image_id, str):
+            row = int(np.searchsorted(self._ids, image_id))
+            if row < len(self._ids) and self._ids[row] == image_id:
+                return row
+        raise KeyError(image_id)
+
+    def __getitem__(self, image_id: str) -> str | None:
+        return self._shas[self._row(image_id)].as_py()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids.tolist())
 
 
 def _existing(path: Path, given_by: str) -> Path:

@@ -66,8 +66,10 @@ def random_scores(dataset: str | Path, seed: int = 0) -> RowScores:
     width = len(truth.gallery_ids)
 
     def rows(start: int, stop: int) -> np.ndarray:
-        return np.stack([np.random.default_rng([seed, q]).random(width) for q in range(start, stop)]
-                        ).reshape(stop - start, width)
+        block = np.empty((stop - start, width))
+        for row, q in zip(block, range(start, stop)):  # drawn in place: one block in memory, not rows + a stack
+            np.random.default_rng([seed, q]).random(out=row)
+        return block
 
     return RowScores((len(truth.query_ids), width), rows)
 

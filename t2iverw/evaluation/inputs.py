@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from t2iverw.build import IMAGES, BuildDir
@@ -29,6 +30,7 @@ from t2iverw.errors import T2IError
 from t2iverw.evaluation.metrics import PerQuery, list_metrics
 
 DIRECTIONS = ("t2i", "i2t")
+READ_BATCH = 4096  # test rows read at a time: a batch of caption text in memory, never the split's
 
 
 @dataclass(frozen=True)
@@ -71,15 +73,26 @@ def _export_test_split(dataset: Path) -> tuple[dict[str, str], dict[str, str]]:
     columns = ["image_id", "vehicle_id", "caption_id", "caption"]
     if "captions" in pq.read_schema(files[0]).names:  # exports before the `captions` column hold one caption
         columns.append("captions")
-    try:  # reading only these columns never touches the image bytes
-        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    rows: dict[str, list] = {"image_id": [], "vehicle_id": [], "caption_id": [], "count": []}
+    try:  # reading only these columns never touches the image bytes; the captions' text never becomes Python
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH, columns=columns):
+                for name in ("image_id", "vehicle_id", "caption_id"):
+                    rows[name] += batch.column(name).to_pylist()
+                rows["count"] += caption_counts(batch).to_pylist()
     except (pa.ArrowInvalid, KeyError, OSError) as exc:
         raise T2IError(f"{dataset}: cannot read the test split ({exc})") from None
-    rows = table.to_pydict()
     images = _unique(rows["image_id"], rows["vehicle_id"], f"{dataset} test split", "image")
-    counts = [len(caption_list(cs, c)) for cs, c in zip(rows.get("captions", [None] * len(rows["caption"])),
-                                                         rows["caption"])]
-    return images, _queries(rows["caption_id"], counts, rows["vehicle_id"], f"{dataset} test split")
+    return images, _queries(rows["caption_id"], rows["count"], rows["vehicle_id"], f"{dataset} test split")
+
+
+def caption_counts(batch: pa.RecordBatch) -> pa.Array:
+    """How many captions each row holds, as `len(caption_list(captions, caption))` counts them, in Arrow."""
+    counts = pc.if_else(pc.is_null(batch.column("caption")), 0, 1)
+    if "captions" in batch.schema.names:
+        listed = pc.fill_null(pc.list_value_length(batch.column("captions")), 0).cast(pa.int64())
+        counts = pc.if_else(pc.greater(listed, 0), listed, counts)
+    return counts
 
 
 def _build_test_split(bd: BuildDir) -> tuple[dict[str, str], dict[str, str]]:

@@ -26,7 +26,7 @@ from t2iverw.evaluation.counting import block_ranks
 
 KS: tuple[int, ...] = (1, 5, 10)
 CHUNK = 256
-BLOCK_BYTES = 16 * 2**20  # rows converted and checked together: bounded memory for any gallery size
+BLOCK_BYTES = 8 * 2**20  # rows converted and checked together, as float64: bounded memory for any gallery size
 
 
 @dataclass(frozen=True)
@@ -113,15 +113,15 @@ def score_metrics(scores, query_labels: Sequence, gallery_labels: Sequence, *, c
     offsets = np.concatenate([[0], np.cumsum(n_pos)])
     n = len(n_pos)
     first, ap, inp = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
-    block = max(1, min(chunk_size, BLOCK_BYTES // (4 * max(shape[1], 1))))
+    block = max(1, min(chunk_size, BLOCK_BYTES // (8 * max(shape[1], 1))))
     with tqdm(total=n, desc="eval", unit="query", disable=not progress, leave=False) as bar:
         for start in range(0, n, block):
             stop = min(start + block, n)
-            chunk = _rows(scores, start, stop, query_ids)
-            ranks = block_ranks(chunk, pos[offsets[start] : offsets[stop]], n_pos[start:stop])
+            ranks = block_ranks(_rows(scores, start, stop, query_ids), pos[offsets[start] : offsets[stop]],
+                                n_pos[start:stop])  # the block is freed before the next one is read
             first[start:stop], ap[start:stop], inp[start:stop] = rank_quality(ranks, n_pos[start:stop],
                                                                              n_pos[start:stop])
-            bar.update(len(chunk))
+            bar.update(stop - start)
     return PerQuery(first, ap, inp, n_pos, np.full(n, shape[1], np.int64), shape[1])
 
 

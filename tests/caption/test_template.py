@@ -59,3 +59,28 @@ def test_cli_template_run_prints_summary(build_dir):
     result = CliRunner().invoke(cli, ["caption", str(build_dir), "--backend", "template", "--limit", "3"])
     assert result.exit_code == 0, result.output
     assert "captioned 3 of 3 pending images" in result.output and "caption QA: 3 captions" in result.output
+
+
+def test_caption_qa_counts_only_each_images_latest_ok_caption(build_dir):
+    """Across logs, a superseded caption, a later failure and a record of no current image are not counted."""
+    from t2iverw.caption import run_qa
+    from t2iverw.runner import open_log
+
+    bd = BuildDir.open(build_dir)
+    rows = bd.images(["image_id", "color"]).to_pylist()
+    (a, colour_a), (b, _), (c, _) = ((r["image_id"], r["color"]) for r in rows[:3])
+    other = "purple" if colour_a != "purple" else "orange"
+    settings = {"model": "test"}
+    with open_log(bd, "captions", "main", source="model", settings=settings) as log:
+        log.append([{"image_id": a, "status": "ok", "text": f"a {colour_a} car"},
+                    {"image_id": b, "status": "ok", "text": "one two"},
+                    {"image_id": c, "status": "failed", "reason": "empty", "text": ""}])
+    with open_log(bd, "captions", "review-x", source="human", settings=settings) as log:
+        log.append([{"image_id": a, "status": "ok", "text": f"a {other} car with four wheels"},  # supersedes a's
+                    {"image_id": b, "status": "failed", "reason": "empty", "text": ""},  # b's latest is a failure
+                    {"image_id": c, "status": "ok", "text": "x"}])
+    summary = run_qa(bd)
+    assert (summary.captions, summary.flagged) == (2, 2)
+    assert (summary.words_min, summary.words_max, summary.words_mean, summary.words_median) == (1, 6, 3.5, 3.5)
+    assert summary.by_flag["colour_mismatch"] == 1 and summary.by_flag["too_short"] == 2
+    assert summary.by_flag["missing_wheels"] == 1 and summary.by_flag["missing_lights"] == 2

@@ -140,3 +140,17 @@ def test_every_caption_is_a_query(captioned_build, tmp_path):
 
 def test_query_ids_follow_the_schema_rule():
     assert [query_id("42", k) for k in range(3)] == ["42", "42#1", "42#2"]
+
+
+def test_caption_counts_follow_caption_list():
+    """An export row holds its `captions` when it lists any, else its one `caption` (none when null)."""
+    import pyarrow as pa
+
+    from t2iverw.evaluation.inputs import caption_counts
+
+    caption = ["a", None, "", "b", None, "c"]
+    captions = pa.array([None, None, [], ["x", "y"], ["z"], []], pa.list_(pa.string()))
+    both = pa.RecordBatch.from_pydict({"caption": caption, "captions": captions})
+    assert caption_counts(both).to_pylist() == [1, 0, 1, 2, 1, 1]
+    older = pa.RecordBatch.from_pydict({"caption": caption})  # an export before the `captions` column
+    assert caption_counts(older).to_pylist() == [1, 0, 1, 1, 0, 1]
