@@ -391,10 +391,9 @@ def _write_stage(log, done: set[str], staging: Path, splits: set[str] | None, st
             os._exit(1)
         bodies = [body for r in batch if (splits is None or r["split"] in splits) and r["image_id"] not in done
                   and (body := _BODIES[stage](r)) is not None]
-        # the hashes the writer stamps, from the decode results images.parquet was written from: the
-        # batch's own, where the build's would load every image's (~200 bytes each) into each child
-        vars(log.build)["image_shas"] = {r["image_id"]: r["sha256"] for r in batch}
-        log.append(bodies)
+        # the batch's own hashes (those images.parquet was written from): the build's would load
+        # every image's into each child
+        log.append(bodies, shas={r["image_id"]: r["sha256"] for r in batch})
         counts[k] += len(batch)
 
 

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,8 +129,11 @@ class LogWriter:
         self._last_t = max(self._last_t, floor)
 
     # --- appending ------------------------------------------------------------
-    def stamp(self, body: dict) -> dict:
-        """The complete record of one result: its body, then provenance and order."""
+    def stamp(self, body: dict, shas: Mapping[str, str] | None = None) -> dict:
+        """The complete record of one result: its body, then provenance and order.
+
+        `shas` (image_id -> SHA-256) is for a caller that holds the batch's hashes already;
+        otherwise they come from the build's images.parquet."""
         if "image_id" not in body or "status" not in body:
             raise ValueError("a record needs image_id and status")
         self.seq += 1
@@ -140,27 +143,27 @@ class LogWriter:
             "source": self.source,
             "settings": self.settings,
             "fp": self.fp,
-            "image_sha256": self._image_sha(body["image_id"]),
+            "image_sha256": self._image_sha(body["image_id"], shas),
             "run": self.run,
             "seq": self.seq,
             "t": self._last_t,
             "time": datetime.fromtimestamp(self._last_t / 1e9, timezone.utc).isoformat(timespec="milliseconds"),
         }
 
-    def append(self, bodies: Iterable[dict]) -> list[dict]:
-        """Stamp, write and fsync a batch; returns the records as written."""
+    def append(self, bodies: Iterable[dict], shas: Mapping[str, str] | None = None) -> list[dict]:
+        """Stamp, write and fsync a batch; returns the records as written (`shas`: as for stamp)."""
         if self._fh is None:
             raise RuntimeError("append on a log that is not open")
-        records = [self.stamp(b) for b in bodies]
+        records = [self.stamp(b, shas) for b in bodies]
         if records:
             self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
             self._fh.flush()
             os.fsync(self._fh.fileno())
         return records
 
-    def _image_sha(self, image_id: str) -> str:
+    def _image_sha(self, image_id: str, shas: Mapping[str, str] | None = None) -> str:
         try:
-            return self.build.image_shas[image_id]
+            return (self.build.image_shas if shas is None else shas)[image_id]
         except KeyError:
             raise ValueError(f"record for image {image_id!r}, which is not in {self.build.images_path}") from None
 
