@@ -148,22 +148,29 @@ def test_bad_inputs_are_rejected_with_reasons(release, tmp_path):
     assert "rejected 5 records" in result.output
 
 
+def _targets_outside(root: Path, tmp_path: Path) -> Path:
+    """A crop and a part file outside the release root, and three links from inside it to them
+    (image/link.jpg, the folder image/linkdir, linked_parts.json); returns the outside folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(outside / "outside.jpg")
+    (outside / "parts.json").write_text(json.dumps([{"category": "roof", "mask": [[1] * 24] * 24}]))
+    os.symlink(outside / "outside.jpg", root / "image" / "link.jpg")
+    os.symlink(outside, root / "image" / "linkdir")
+    os.symlink(outside / "parts.json", root / "linked_parts.json")
+    return outside
+
+
 def test_hostile_records_are_rejected_and_nothing_leaves_the_root(release, tmp_path):
     """Paths that leave the release root (absolute, `..`, a symlink), fields of the wrong type, a 1 MB caption,
     a part file of the wrong shape: each record is rejected with its reason, the rest is imported, and
     nothing outside the root is read into the build."""
     root, written = release
     records = [dict(r) for r in written["records"]]
-    secret = tmp_path / "secret"
-    secret.mkdir()
-    Image.new("RGB", (40, 30), (1, 2, 3)).save(secret / "outside.jpg")
-    (secret / "parts.json").write_text(json.dumps([{"category": "roof", "mask": [[1] * 24] * 24}]))
-    os.symlink(secret / "outside.jpg", root / "image" / "link.jpg")
-    os.symlink(secret, root / "image" / "linkdir")
-    os.symlink(secret / "parts.json", root / "linked_parts.json")
+    outside = _targets_outside(root, tmp_path)
     hostile = {
-        0: {"file_path": str(secret / "outside.jpg")},  # absolute
-        1: {"file_path": "image/../../secret/outside.jpg"},
+        0: {"file_path": str(outside / "outside.jpg")},  # absolute
+        1: {"file_path": "image/../../outside/outside.jpg"},
         2: {"file_path": "image/link.jpg"},  # a symlink leaving the root
         3: {"file_path": "image/linkdir/outside.jpg"},  # through a linked folder
         4: {"boxes": "linked_parts.json"},  # the part file, linked out
@@ -367,16 +374,11 @@ def test_a_hostile_release_writes_nothing_outside_the_build(release, tmp_path, m
     leave the root: no file is written, changed, linked or removed there."""
     root, written = release
     records = [dict(r) for r in written["records"]]
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    Image.new("RGB", (40, 30), (1, 2, 3)).save(outside / "crop.jpg")
-    (tmp_path / "secret.json").write_text(json.dumps([{"category": "roof", "mask": [[1] * 24] * 24}]))
-    os.symlink(outside / "crop.jpg", root / "image" / "link.jpg")
-    os.symlink(outside, root / "image" / "linkdir")
-    os.symlink(tmp_path / "secret.json", root / "linked_parts.json")
-    for n, change in enumerate([{"file_path": str(outside / "crop.jpg")}, {"file_path": "image/../../outside/crop.jpg"},
-                                {"file_path": "image/link.jpg"}, {"file_path": "image/linkdir/crop.jpg"},
-                                {"boxes": str(tmp_path / "secret.json")}, {"boxes": "boxes/../../secret.json"},
+    outside = _targets_outside(root, tmp_path)
+    for n, change in enumerate([{"file_path": str(outside / "outside.jpg")},
+                                {"file_path": "image/../../outside/outside.jpg"},
+                                {"file_path": "image/link.jpg"}, {"file_path": "image/linkdir/outside.jpg"},
+                                {"boxes": str(outside / "parts.json")}, {"boxes": "boxes/../../outside/parts.json"},
                                 {"boxes": "linked_parts.json"}]):
         records[n].update(change)
     (root / ANNOTATIONS).write_text(json.dumps(records))
