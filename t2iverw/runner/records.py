@@ -99,15 +99,6 @@ def latest(root: Path, stage: str, fields: tuple[str, ...] | None = None) -> dic
     return out
 
 
-def latest_records(root: Path, stage: str) -> Iterator[dict]:
-    """Each image's latest record, streamed (two passes over the logs): for readers that look at every
-    record once and need not hold them (a pass holds one small summary per image, not the records)."""
-    keys = {image_id: s.key for image_id, s in latest_summaries(root, stage)[0].items()}
-    for rec in records(root, stage):
-        if keys.get(rec["image_id"]) == order_key(rec):
-            yield rec
-
-
 def _shared(value):
     """One string object for a value that repeats over records (a run id, a status, a fingerprint)."""
     return sys.intern(value) if isinstance(value, str) else value
