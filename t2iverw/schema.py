@@ -19,7 +19,7 @@ CAPTION_SOURCES = ("model", "human-edited", "human-accepted", "release")
 # column -> one-line description; the order here is the column order of the export.
 DESCRIPTIONS: dict[str, str] = {
     "image": "The vehicle crop, original JPEG bytes embedded (absent in an annotations-only export).",
-    "image_id": "Image id (VERI-Wild: the file stem).",
+    "image_id": "Image id of letters, digits, '_' and '-' (VERI-Wild and the release: the file stem; a person-search set: the path below imgs/, folders joined by `__`).",
     "vehicle_id": "Vehicle identity; retrieval ground truth.",
     "camera_id": "Camera id from the source metadata.",
     "time": "Capture time from the source metadata.",
