@@ -1,8 +1,10 @@
 """Every reader against a build at every stage: it does its job for what is there, or refuses with one
 `Error:` line naming the stage that is missing (annotations/schema.md, "What each command needs").
 
-States: indexed only, captioned only, segmented only (no captions), each with and without a split,
-and a person-search import (captions and a split, no part files at all)."""
+States: indexed only, captioned only, segmented only (no captions), each with and without a split;
+a person-search import (captions and a split, no part files at all: the one kind of release that can
+lack them, since the T2I-VeRW loader needs a part file on every train record); and a T2I-VeRW release
+import (captions, parts, the release's own split, augmented copies)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from t2iverw.build import BuildDir
 from t2iverw.cli import cli
 from t2iverw.demo import write_truth_parts
 from tests.person_search import write_person_set
+from tests.release.conftest import write_release
 
 STATES = {  # name: (captioned, segmented, split)
     "indexed": (False, False, False),
@@ -28,6 +31,7 @@ STATES = {  # name: (captioned, segmented, split)
     "captioned+split": (True, False, True),
     "segmented+split": (False, True, True),
     "person-import": (True, False, True),  # import-release --format rstpreid
+    "release-import": (True, True, True),  # import-release of a T2I-VeRW release (tests/release/conftest.py)
 }
 READERS = ("report", "show", "caption-qa", "review", "export", "eval", "split")
 
@@ -40,6 +44,11 @@ def builds(synth_root, tmp_path_factory) -> dict:
         build = tmp_path_factory.mktemp(name.replace("+", "-")) / "build"
         if name == "person-import":
             invoke("import-release", write_person_set(build.parent, "rstpreid")["root"], "--out", build)
+            out[name] = build
+            continue
+        if name == "release-import":
+            write_release(build.parent / "release", ids=9)
+            invoke("import-release", build.parent / "release", "--out", build)
             out[name] = build
             continue
         invoke("index", synth_root, "--out", build)
@@ -82,7 +91,7 @@ def run_reader(reader: str, build, tmp_path, start_served) -> tuple[int, str]:
         "show": ["show", build, image, "--out", tmp_path / "show.png"],
         "caption-qa": ["caption-qa", build],
         "export": ["export", build, "--out", tmp_path / "ds", "--no-images"],
-        "eval": ["eval", build, "--print-order"],
+        "eval": ["eval", build, "--print-order"],  # then, where it can, a ranks.json (below)
         "split": ["split", build, "--seed", "1"],
     }[reader]
     return invoke(*args)
@@ -116,6 +125,12 @@ def test_reader_at_stage(state, reader, builds, tmp_path, start_served):
             assert refused(code, out, "caption"), out
         else:
             assert code == 0 and len(json.loads(out)["queries"]) > 0, out
+            order = json.loads(out)
+            ranks = tmp_path / "ranks.json"
+            ranks.write_text(json.dumps({q: order["gallery"] for q in order["queries"]}))
+            code, out = invoke("eval", build, "--pred", ranks, "--json")
+            metrics = json.loads(out)
+            assert code == 0 and all(0 <= metrics[k] <= 100 for k in ("R1", "R5", "R10", "mAP", "mINP")), out
     elif reader == "split":
         assert code == 0 and json.loads((build / "split.json").read_text())["test_ids"]
 
