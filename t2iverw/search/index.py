@@ -9,6 +9,9 @@ stale cache is never read: it is simply not found.
 
 A zero-shot CLIP (`clip:PATH`) has no run to hold a cache: it is cached under
 `--cache-dir` when one is given, otherwise kept in memory for the process.
+
+A query's product reads a bf16 copy of the gallery and scores the rows near the top again in
+float32 (`search.topk`): the ranking is the float32 product's, at about half the bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ import torch
 from t2iverw.checkpoints import WEIGHT_SUFFIXES
 from t2iverw.errors import T2IError
 from t2iverw.fingerprints import dataset_fingerprint
+from t2iverw.search.topk import HalfReadTopK
 from t2iverw.storage import atomic_path, write_json
 
 CACHE = "search-cache"
@@ -76,10 +81,15 @@ class Searcher:
             raise T2IError("the query is empty: describe the vehicle, e.g. \"a white SUV with a roof rack\"")
         return self.top_of(self.encode_texts([text])[0], top)
 
+    @cached_property
+    def ranker(self) -> HalfReadTopK:
+        """The gallery's exact top-k with a bf16 first pass (search.topk): half the bytes a query reads."""
+        return HalfReadTopK(self.gallery)
+
     def top_of(self, feature: torch.Tensor, top: int) -> list[Hit]:
         if top < 1:
             raise T2IError(f"--top must be at least 1, got {top}")
-        scores, index = torch.topk(self.gallery @ feature, min(top, len(self.image_ids)))
+        scores, index = self.ranker.top(feature, min(top, len(self.image_ids)))
         return [Hit(self.image_ids[i], self.vehicle_ids[i], float(s)) for s, i in zip(scores.tolist(), index.tolist())]
 
 
