@@ -10,11 +10,15 @@ scores >= t - 2 delta approximately). The candidates, usually a few dozen, are t
 in float32 from the original features and ranked: the same ranking the full float32
 product gives.
 
-Error bound, for a gallery row g and the float32 query q: rounding g to bf16 moves each term
-g_i q_i by at most 2^-8 |g_i q_i|, so the whole sum by at most 2^-8 ||g|| ||q|| (Cauchy-Schwarz);
-float32 accumulation of d terms, in both passes, adds at most about d 2^-24 ||g|| ||q|| each.
-The bf16 block is widened to float32 before its product, so no rounding of the output or
-of the accumulation depends on how a bf16 matmul kernel is written.
+Error bound, for a gallery row g and the query q: rounding g and q to bf16 moves each term
+g_i q_i by at most (2u + u^2) |g_i q_i|, u = 2^-8 (bf16 keeps 8 significant bits), so the sum
+by at most about 2u ||g|| ||q|| (Cauchy-Schwarz); rounding the bf16 result adds u |score|
+<= u ||g|| ||q||; float32 accumulation of d terms, in both passes, adds at most about
+d 2^-24 ||g|| ||q|| each. The bound assumes the bf16 product accumulates in float32, as
+PyTorch's CPU kernel does (`bf16_gemv_trans` sums with `bf16_dot_with_fp32_arith`,
+aten/src/ATen/native/cpu/BlasKernel.cpp) and cuBLAS does by default; widening each block to
+float32 first would not need that, but on AVX2 it read no faster than float32 itself
+(21.7 against 20.9 ms, against 15.5 ms for the bf16 product, 138,517 x 512, one thread).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import torch
 
 BF16_UNIT = 2.0 ** -8  # unit roundoff of bfloat16 (round to nearest, 8 significant bits)
 FP32_UNIT = 2.0 ** -24
-BLOCK_ROWS = 2048  # a bf16 block and its float32 widening stay in cache
 
 
 class HalfReadTopK:
@@ -35,16 +38,12 @@ class HalfReadTopK:
         self.max_norm = float(gallery.norm(dim=1).max()) if len(gallery) else 0.0
 
     def bound(self, query: torch.Tensor) -> float:
-        """The largest possible |bf16-pass score - float32 score| for any row."""
+        """The largest possible |bf16-pass score - float32 score| for any row (module docstring)."""
         d = self.gallery.shape[1]
-        return 1.01 * (BF16_UNIT + 3 * d * FP32_UNIT) * self.max_norm * float(query.norm()) + 1e-30
+        return 1.01 * (3 * BF16_UNIT + 2 * d * FP32_UNIT) * self.max_norm * float(query.norm()) + 1e-30
 
     def coarse_scores(self, query: torch.Tensor) -> torch.Tensor:
-        out = torch.empty(len(self.coarse), dtype=torch.float32)
-        for start in range(0, len(self.coarse), BLOCK_ROWS):
-            block = self.coarse[start : start + BLOCK_ROWS]
-            torch.mv(block.to(torch.float32), query, out=out[start : start + len(block)])
-        return out
+        return torch.mv(self.coarse, query.to(torch.bfloat16)).to(torch.float32)
 
     def candidates(self, query: torch.Tensor, k: int) -> torch.Tensor:
         """Row indices that must hold the float32 top-k (all rows when k covers the gallery)."""
