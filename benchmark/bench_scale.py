@@ -5,7 +5,8 @@ hundred drawn vehicles, 48 px high: the stages' cost per image is what is measur
 decoder's), then runs each stage as its own `t2iverw` process and reads that process's
 peak RSS (`os.wait4`). Random part grids stand in for `segment` (SAM3), written untimed:
 
-    index -> caption --backend template -> split -> (part grids) -> export -> export --no-images
+    index -> caption --backend template -> the same caption again (a resume that finds every
+          image done) -> split -> (part grids) -> export -> export --no-images
           -> export --format pfcvr -> import-release (of that release) -> eval --baseline random
 
 `eval` scores the test split (30% of the identities: ~0.3 N captions against ~0.3 N images).
@@ -85,6 +86,7 @@ def stages(work: Path) -> list[tuple[str, list[str]]]:
     return [
         ("index", ["index", src, "--out", build]),
         ("caption (template)", ["caption", build, "--backend", "template"]),
+        ("caption again (all done)", ["caption", build, "--backend", "template"]),  # a resume: every image decided
         ("split", ["split", build]),
         ("parts", None),  # what `segment` (SAM3) would write: random grids, in this process, untimed
         ("export", ["export", build, "--out", str(work / "ds")]),

@@ -36,6 +36,7 @@ class LatestRecords:
 
     paths: list[Path]
     table: pa.Table  # image_id, status, *columns, log (index into paths), offset
+    top_t: int = 0  # the greatest record timestamp read (0 when there is none): a writer stamps above it
 
     def ok(self) -> LatestRecords:
         """Only the images whose latest record is ok (failed and rejected ones describe nothing)."""
@@ -102,10 +103,11 @@ def latest_columns(root: Path, stage: str, columns: dict[str, Column] | None = N
     # a stable sort: for equal keys the first record read wins, as in records.latest
     table = table.sort_by([("image_id", "ascending"), ("t", "descending"), ("run", "descending"),
                            ("seq", "descending")])
+    top_t = pc.max(table["t"]).as_py() or 0
     ids = table["image_id"]
     first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
     keep = pa.concat_arrays([pa.array([True]), *first.chunks]) if len(ids) > 1 else pa.array([True])
-    return LatestRecords(paths, table.filter(keep).drop_columns(["t", "run", "seq"]).combine_chunks())
+    return LatestRecords(paths, table.filter(keep).drop_columns(["t", "run", "seq"]).combine_chunks(), top_t)
 
 
 def _array(name: str, values: list) -> pa.Array:

@@ -17,13 +17,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import NamedTuple, overload
 
 import pyarrow as pa
 
 from t2iverw.build import BuildDir
 from t2iverw.errors import T2IError
-from t2iverw.runner.records import Summary, latest_summaries, records
+from t2iverw.runner.columnar import LatestRecords, latest_columns
+from t2iverw.runner.records import records
 from t2iverw.runner.settings import Mode, conflict_error, fingerprint
 
 SHARD_KEY = b"t2iverw-segment-shard"  # kept from the segment stage's first release: shards stay where they were
@@ -98,6 +99,19 @@ def shard_of(image_id: str, n_shards: int) -> int:
     return int.from_bytes(digest, "big") % n_shards
 
 
+class Latest(NamedTuple):
+    """What deciding an image's pending work needs of its latest record (made per row, never held)."""
+
+    status: str
+    fp: str | None
+    source: str | None
+    image_sha256: str | None
+
+
+LATEST_COLUMNS = {"fp": lambda r: r.get("fp"), "source": lambda r: r.get("source"),
+                  "image_sha256": lambda r: r.get("image_sha256")}
+
+
 def pending(
     build: BuildDir,
     stage: str,
@@ -109,30 +123,43 @@ def pending(
     limit: int | None = None,
     columns: tuple[str, ...] = (),
 ) -> Pending:
-    """The images of `shard` that a run with `settings` must process, in index order."""
+    """The images of `shard` that a run with `settings` must process, in index order.
+
+    The latest records are Arrow columns (`runner.columnar`), so a resume over 416k records
+    holds no Python object per image.
+    """
     fp = fingerprint(settings)
-    latest, floor = latest_summaries(build.root, stage)
+    latest = latest_columns(build.root, stage, LATEST_COLUMNS)
     table = build.images(list(dict.fromkeys(("image_id", "path", "sha256", *columns))))
     if mode is Mode.CHECK:
         _refuse_other_settings(build, stage, settings, fp, latest, table)
     counts: Counter = Counter()
     todo = array("q")  # the pending rows' numbers; the rows stay in the Arrow table
-    position = 0
-    for batch in table.select(["image_id", "sha256"]).to_batches(max_chunksize=4096):
-        for image_id, sha256 in zip(*(c.to_pylist() for c in batch.columns)):
-            position += 1
-            if shard is not None and shard_of(image_id, shard[1]) != shard[0]:
-                continue
-            why = _why_pending(latest.get(image_id), sha256, fp, mode, retry_failed)
-            counts[why] += 1
-            if why.startswith("pending"):
-                todo.append(position - 1)
+    for position, image_id, sha256, rec in _with_latest(table, latest):
+        if shard is not None and shard_of(image_id, shard[1]) != shard[0]:
+            continue
+        why = _why_pending(rec, sha256, fp, mode, retry_failed)
+        counts[why] += 1
+        if why.startswith("pending"):
+            todo.append(position)
     todo = todo[:limit] if limit is not None else todo
     source_root = build.source_root if todo else None  # resolved only when there is work to read images for
-    return Pending(Items(table.take(pa.array(todo, pa.int64())), source_root), floor, counts)
+    return Pending(Items(table.take(pa.array(todo, pa.int64())), source_root), latest.top_t, counts)
 
 
-def _why_pending(rec: Summary | None, sha256: str, fp: str, mode: Mode, retry_failed: bool) -> str:
+def _with_latest(table: pa.Table, latest: LatestRecords, batch: int = 4096
+                 ) -> Iterator[tuple[int, str, str, Latest | None]]:
+    """(row number, image id, index hash, its latest record or None) for each index row, in order."""
+    position = 0
+    for chunk in table.select(["image_id", "sha256"]).to_batches(max_chunksize=batch):
+        at = latest.positions(chunk.column(0))
+        found = zip(*(latest.column(name, at).to_pylist() for name in ("status", *LATEST_COLUMNS)))
+        for image_id, sha256, (status, *rest) in zip(chunk.column(0).to_pylist(), chunk.column(1).to_pylist(), found):
+            yield position, image_id, sha256, None if status is None else Latest(status, *rest)
+            position += 1
+
+
+def _why_pending(rec: Latest | None, sha256: str, fp: str, mode: Mode, retry_failed: bool) -> str:
     """'pending: <reason>' or 'done: <reason>' for one image."""
     if rec is None:
         return "pending: new"
@@ -150,15 +177,13 @@ def _why_pending(rec: Summary | None, sha256: str, fp: str, mode: Mode, retry_fa
     return "done"
 
 
-def _refuse_other_settings(build: BuildDir, stage: str, settings: dict, fp: str, latest: dict[str, Summary],
+def _refuse_other_settings(build: BuildDir, stage: str, settings: dict, fp: str, latest: LatestRecords,
                            table) -> None:
     """Raise when ok records of other settings stand for images of the current index (an Arrow table)."""
     others: Counter = Counter()
-    for batch in table.select(["image_id", "sha256"]).to_batches(max_chunksize=65536):
-        for image_id, sha in zip(*(c.to_pylist() for c in batch.columns)):
-            s = latest.get(image_id)
-            if s is not None and s.status == "ok" and s.source != "human" and s.fp != fp and s.image_sha256 == sha:
-                others[s.fp] += 1
+    for _, _, sha, s in _with_latest(table, latest, 65536):
+        if s is not None and s.status == "ok" and s.source != "human" and s.fp != fp and s.image_sha256 == sha:
+            others[s.fp] += 1
     if others:
         raise conflict_error(stage, settings, others, _settings_of(build, stage, set(others)))
 

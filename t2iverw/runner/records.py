@@ -17,7 +17,6 @@ import json
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from t2iverw.storage import read_jsonl
@@ -64,17 +63,6 @@ def records(root: Path, stage: str) -> Iterator[dict]:
         yield from read_jsonl(path)
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """What deciding pending work needs of an image's latest record, without its payload."""
-
-    key: tuple[int, str, int]
-    status: str
-    fp: str | None
-    source: str | None
-    image_sha256: str | None
-
-
 def latest(root: Path, stage: str, fields: tuple[str, ...] | None = None) -> dict[str, dict]:
     """image_id -> the latest record of the stage, of any status.
 
@@ -99,24 +87,6 @@ def latest(root: Path, stage: str, fields: tuple[str, ...] | None = None) -> dic
     return out
 
 
-def _shared(value):
-    """One string object for a value that repeats over records (a run id, a status, a fingerprint)."""
-    return sys.intern(value) if isinstance(value, str) else value
-
-
-def latest_summaries(root: Path, stage: str) -> tuple[dict[str, Summary], int]:
-    """image_id -> Summary of its latest record, and the greatest `t` seen (0 when there is none).
-
-    Holds only the summaries, so deciding what is pending over 400k records with their
-    masks costs a pass over the logs, not their memory.
-    """
-    out: dict[str, Summary] = {}
-    top = 0
-    for rec in records(root, stage):
-        key = order_key(rec)
-        top = max(top, key[0])
-        old = out.get(rec["image_id"])
-        if old is None or key > old.key:
-            out[rec["image_id"]] = Summary((key[0], _shared(key[1]), key[2]), _shared(rec["status"]),
-                                           _shared(rec.get("fp")), _shared(rec.get("source")), rec.get("image_sha256"))
-    return out, top
+def greatest_t(root: Path, stage: str) -> int:
+    """The greatest record timestamp of the stage (0 when there is none): a new record must stamp above it."""
+    return max((rec["t"] for rec in records(root, stage)), default=0)

@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 
 from t2iverw.build import BuildDir
 from t2iverw.errors import T2IError
-from t2iverw.runner.records import LOG_NAME, SUFFIX, check_log_name, latest_summaries, stage_dir
+from t2iverw.runner.records import LOG_NAME, SUFFIX, check_log_name, greatest_t, stage_dir
 from t2iverw.runner.settings import fingerprint
 from t2iverw.storage import repair_torn_tail, write_json
 
@@ -71,7 +71,7 @@ class LogWriter:
             write_json(self._owner_path, {"pid": os.getpid(), "host": socket.gethostname(), "run": self.run,
                                           "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})
             repair_torn_tail(self.path)
-            floor = self._floor if self._floor is not None else latest_summaries(self.build.root, self.stage)[1]
+            floor = self._floor if self._floor is not None else greatest_t(self.build.root, self.stage)
             self._last_t = max(self._last_t, floor)
             self._fh = self.path.open("ab")
         except BaseException:
