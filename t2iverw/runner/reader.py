@@ -150,13 +150,14 @@ def pending(
 def _with_latest(table: pa.Table, latest: LatestRecords, batch: int = 4096
                  ) -> Iterator[tuple[int, str, str, Latest | None]]:
     """(row number, image id, index hash, its latest record or None) for each index row, in order."""
-    position = 0
-    for chunk in table.select(["image_id", "sha256"]).to_batches(max_chunksize=batch):
-        at = latest.positions(chunk.column(0))
-        found = zip(*(latest.column(name, at).to_pylist() for name in ("status", *LATEST_COLUMNS)))
-        for image_id, sha256, (status, *rest) in zip(chunk.column(0).to_pylist(), chunk.column(1).to_pylist(), found):
-            yield position, image_id, sha256, None if status is None else Latest(status, *rest)
-            position += 1
+    at = latest.positions(table["image_id"])  # one hash of the latest records for the whole index
+    for start in range(0, table.num_rows, batch):
+        rows = at.slice(start, batch)
+        found = zip(*(latest.column(name, rows).to_pylist() for name in ("status", *LATEST_COLUMNS)))
+        ids = table["image_id"].slice(start, batch).to_pylist()
+        shas = table["sha256"].slice(start, batch).to_pylist()
+        for offset, (image_id, sha256, (status, *rest)) in enumerate(zip(ids, shas, found)):
+            yield start + offset, image_id, sha256, None if status is None else Latest(status, *rest)
 
 
 def _why_pending(rec: Latest | None, sha256: str, fp: str, mode: Mode, retry_failed: bool) -> str:
